@@ -1,0 +1,241 @@
+//! Weights on disk: safetensors under the official state-dict names, with the config in
+//! the file's metadata, written atomically; strict key and shape checks on load.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use tch::{Kind, Tensor};
+
+use crate::config::DiTConfig;
+use crate::error::ModelError;
+
+/// Metadata key holding the model config (JSON) in ditbench weight files.
+pub const CONFIG_KEY: &str = "ditbench.model_config";
+
+fn ckpt_err(path: &Path, problem: impl Into<String>) -> ModelError {
+    ModelError::Checkpoint { path: path.display().to_string(), problem: problem.into() }
+}
+
+pub(crate) fn kind_to_dtype(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Bool => Dtype::BOOL,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Int8 => Dtype::I8,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int => Dtype::I32,
+        Kind::Int64 => Dtype::I64,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Half => Dtype::F16,
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        _ => return None,
+    })
+}
+
+pub(crate) fn dtype_to_kind(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::BOOL => Kind::Bool,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::I8 => Kind::Int8,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I32 => Kind::Int,
+        Dtype::I64 => Kind::Int64,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F16 => Kind::Half,
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        _ => return None,
+    })
+}
+
+/// Contiguous CPU bytes of a tensor (native little-endian).
+pub fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>, ModelError> {
+    let t = t.to_device(tch::Device::Cpu).contiguous();
+    let numel = t.numel();
+    let mut buf = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut buf, numel)?;
+    Ok(buf)
+}
+
+/// Writes named tensors and string metadata to a safetensors file through a temporary
+/// file in the same folder, fsynced and renamed, so a crash never leaves a torn file
+/// under the final name.
+pub fn write_safetensors_atomic(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: BTreeMap<String, String>,
+) -> Result<(), ModelError> {
+    let mut owned = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let dtype = kind_to_dtype(t.kind())
+            .ok_or_else(|| ckpt_err(path, format!("{name}: unsupported dtype {:?}", t.kind())))?;
+        let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
+        owned.push((name.clone(), dtype, shape, tensor_bytes(t)?));
+    }
+    let views = owned
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            TensorView::new(*dtype, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| ckpt_err(path, format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata: HashMap<String, String> = metadata.into_iter().collect();
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| ckpt_err(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Write-to-temporary, fsync, rename, fsync the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    use std::io::Write;
+    let io = |e: std::io::Error| ModelError::Io { path: path.display().to_string(), source: e };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file_name = path.file_name().ok_or_else(|| ckpt_err(path, "not a file path"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// A safetensors file read into memory: tensors by name plus metadata.
+#[derive(Debug)]
+pub struct WeightFile {
+    pub tensors: Vec<(String, Tensor)>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+pub fn read_safetensors(path: &Path) -> Result<WeightFile, ModelError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ModelError::Io { path: path.display().to_string(), source: e })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ckpt_err(path, format!("not a readable safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| ckpt_err(path, format!("not a readable safetensors file: {e}")))?;
+    let mut tensors = Vec::with_capacity(st.len());
+    for (name, view) in st.tensors() {
+        let kind = dtype_to_kind(view.dtype())
+            .ok_or_else(|| ckpt_err(path, format!("{name}: unsupported dtype {:?}", view.dtype())))?;
+        let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
+        tensors.push((name, Tensor::f_from_data_size(view.data(), &shape, kind)?));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    Ok(WeightFile { tensors, metadata })
+}
+
+/// What is wrong between a file's tensors and a model's variables.
+#[derive(Debug, Default)]
+pub struct KeyReport {
+    pub missing: Vec<String>,
+    pub unexpected: Vec<String>,
+    /// (name, expected shape, found shape)
+    pub misshaped: Vec<(String, Vec<i64>, Vec<i64>)>,
+}
+
+impl KeyReport {
+    pub fn compare(expected: &HashMap<String, Vec<i64>>, found: &HashMap<String, Vec<i64>>) -> Self {
+        let mut r = KeyReport::default();
+        for (name, shape) in expected {
+            match found.get(name) {
+                None => r.missing.push(name.clone()),
+                Some(s) if s != shape => r.misshaped.push((name.clone(), shape.clone(), s.clone())),
+                Some(_) => {}
+            }
+        }
+        r.unexpected = found.keys().filter(|k| !expected.contains_key(*k)).cloned().collect();
+        r.missing.sort();
+        r.unexpected.sort();
+        r.misshaped.sort();
+        r
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.misshaped.is_empty()
+    }
+
+    /// A message naming every bad key (the first 20 of each kind).
+    pub fn describe(&self) -> String {
+        fn list(v: &[String]) -> String {
+            let mut s = v.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
+            if v.len() > 20 {
+                s.push_str(&format!(", … ({} in all)", v.len()));
+            }
+            s
+        }
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            parts.push(format!("missing keys: {}", list(&self.missing)));
+        }
+        if !self.unexpected.is_empty() {
+            parts.push(format!("unexpected keys: {}", list(&self.unexpected)));
+        }
+        if !self.misshaped.is_empty() {
+            let v: Vec<String> = self
+                .misshaped
+                .iter()
+                .map(|(n, e, f)| format!("{n} (model {e:?}, file {f:?})"))
+                .collect();
+            parts.push(format!("shape mismatches: {}", list(&v)));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Copies named tensors into a VarStore after checking that the names and shapes match
+/// exactly; nothing is copied when anything is off.
+pub fn load_into_varstore(
+    vs: &tch::nn::VarStore,
+    tensors: &[(String, Tensor)],
+    source: &Path,
+) -> Result<(), ModelError> {
+    let vars = vs.variables();
+    let expected: HashMap<String, Vec<i64>> =
+        vars.iter().map(|(k, v)| (k.clone(), v.size())).collect();
+    let found: HashMap<String, Vec<i64>> =
+        tensors.iter().map(|(k, v)| (k.clone(), v.size())).collect();
+    let report = KeyReport::compare(&expected, &found);
+    if !report.is_ok() {
+        return Err(ckpt_err(source, report.describe()));
+    }
+    tch::no_grad(|| {
+        for (name, t) in tensors {
+            let mut var = vars[name].shallow_clone();
+            var.f_copy_(&t.to_kind(var.kind()))?;
+        }
+        Ok::<_, tch::TchError>(())
+    })?;
+    Ok(())
+}
+
+/// The model config stored in a ditbench weight file, if any.
+pub fn config_from_metadata(
+    metadata: &BTreeMap<String, String>,
+    path: &Path,
+) -> Result<Option<DiTConfig>, ModelError> {
+    match metadata.get(CONFIG_KEY) {
+        None => Ok(None),
+        Some(json) => serde_json_config(json)
+            .map(Some)
+            .map_err(|e| ckpt_err(path, format!("metadata {CONFIG_KEY} is not a valid config: {e}"))),
+    }
+}
+
+fn serde_json_config(json: &str) -> Result<DiTConfig, String> {
+    let cfg: DiTConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+pub fn config_to_metadata(cfg: &DiTConfig) -> (String, String) {
+    (CONFIG_KEY.to_string(), serde_json::to_string(cfg).expect("config serialises"))
+}

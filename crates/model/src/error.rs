@@ -1,0 +1,15 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error("unknown model `{name}`; valid names: {valid}")]
+    UnknownModel { name: String, valid: String },
+    #[error("invalid DiT config: {0}")]
+    InvalidConfig(String),
+    #[error("checkpoint {path}: {problem}")]
+    Checkpoint { path: String, problem: String },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}

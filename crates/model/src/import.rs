@@ -1,0 +1,149 @@
+//! Import of official DiT checkpoints (`torch.save`d state dicts such as
+//! `DiT-XL-2-256x256.pt`, or train.py checkpoints with "model"/"ema" entries) into
+//! ditbench's safetensors weights, through the pure-Rust reader of
+//! `ditbench-torchfile` (libtorch's own loader fails on OrderedDict state dicts).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tch::{Kind, Tensor};
+
+use crate::checkpoint::{self, KeyReport};
+use crate::config::{DiTConfig, SIZES};
+use crate::error::ModelError;
+use crate::Model;
+
+#[derive(Debug)]
+pub struct ImportReport {
+    pub config: DiTConfig,
+    pub tensors: usize,
+    /// The checkpoint entry that was imported ("ema", "model"), if any.
+    pub entry: Option<String>,
+}
+
+fn err(path: &Path, problem: impl Into<String>) -> ModelError {
+    ModelError::Checkpoint { path: path.display().to_string(), problem: problem.into() }
+}
+
+/// Reads a torch checkpoint's state dict as tch tensors. Training checkpoints keep the
+/// weights under "ema" (preferred, as the official sample.py) or "model"; a `module.`
+/// prefix left by DistributedDataParallel is stripped.
+pub fn read_torch_state_dict(
+    path: &Path,
+    key: Option<&str>,
+) -> Result<(Vec<(String, Tensor)>, Option<String>), ModelError> {
+    use ditbench_torchfile as tf;
+    let root = tf::load(path).map_err(|e| err(path, e.to_string()))?;
+    let chosen = match key {
+        Some(k) => Some(k.to_string()),
+        None => {
+            let keys = root.dict_keys();
+            ["ema", "model", "state_dict"]
+                .iter()
+                .find(|k| keys.iter().any(|x| x == *k) && !keys.iter().any(|x| x.contains('.')))
+                .map(|k| k.to_string())
+        }
+    };
+    let entries = tf::state_dict_of(&root, chosen.as_deref()).map_err(|e| err(path, e.to_string()))?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (name, data) in entries {
+        let kind = match data.dtype {
+            tf::DType::F32 => Kind::Float,
+            tf::DType::F64 => Kind::Double,
+            tf::DType::F16 => Kind::Half,
+            tf::DType::BF16 => Kind::BFloat16,
+            tf::DType::I64 => Kind::Int64,
+            tf::DType::I32 => Kind::Int,
+            tf::DType::I16 => Kind::Int16,
+            tf::DType::I8 => Kind::Int8,
+            tf::DType::U8 => Kind::Uint8,
+            tf::DType::Bool => Kind::Bool,
+        };
+        let shape: Vec<i64> = data.shape.iter().map(|&s| s as i64).collect();
+        let t = Tensor::f_from_data_size(&data.data, &shape, kind)?;
+        let name = name.strip_prefix("module.").map(str::to_string).unwrap_or(name);
+        out.push((name, t));
+    }
+    Ok((out, chosen))
+}
+
+/// Infers a DiT config from the shapes of an official state dict. Heads cannot be seen
+/// in shapes: they come from the paper's size table (by hidden size) or `expected`.
+pub fn infer_config(tensors: &[(String, Tensor)], path: &Path) -> Result<DiTConfig, ModelError> {
+    let get = |name: &str| {
+        tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.size())
+            .ok_or_else(|| err(path, format!("missing key `{name}`: not an official DiT state dict")))
+    };
+    let patch_w = get("x_embedder.proj.weight")?; // (d, C, p, p)
+    let pos = get("pos_embed")?; // (1, T, d)
+    let table = get("y_embedder.embedding_table.weight")?; // (classes [+1], d)
+    let out_w = get("final_layer.linear.weight")?; // (p²·C_out, d)
+    if patch_w.len() != 4 || pos.len() != 3 || table.len() != 2 || out_w.len() != 2 {
+        return Err(err(path, "unexpected tensor ranks for an official DiT state dict"));
+    }
+    let (d, c, p) = (patch_w[0], patch_w[1], patch_w[2]);
+    let tokens = pos[1];
+    let side = (tokens as f64).sqrt().round() as i64;
+    if side * side != tokens {
+        return Err(err(path, format!("pos_embed has {tokens} tokens, not a square grid")));
+    }
+    let depth = (0..)
+        .take_while(|i| tensors.iter().any(|(n, _)| n == &format!("blocks.{i}.attn.qkv.weight")))
+        .count() as i64;
+    let size = SIZES.iter().find(|s| s.2 == d);
+    let name = match size {
+        Some((s, sd, ..)) if *sd == depth => format!("DiT-{s}/{p}"),
+        _ => format!("DiT-custom(depth {depth}, hidden {d}, patch {p})"),
+    };
+    let num_heads = size.map(|s| s.3).unwrap_or(1);
+    // With class dropout the table has one extra "null" row; every official model has it.
+    let cfg = DiTConfig {
+        name,
+        depth,
+        hidden_size: d,
+        num_heads,
+        patch_size: p,
+        input_size: side * p,
+        in_channels: c,
+        num_classes: table[0] - 1,
+        learn_sigma: out_w[0] == p * p * 2 * c,
+        class_dropout_prob: 0.1,
+        mlp_ratio: 4.0,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Converts a torch checkpoint to a ditbench safetensors file, checking every key and
+/// shape against the model it must be. Writes nothing when anything is off.
+pub fn import_checkpoint(
+    src: &Path,
+    out: &Path,
+    expected: Option<&DiTConfig>,
+    key: Option<&str>,
+) -> Result<ImportReport, ModelError> {
+    let (tensors, entry) = read_torch_state_dict(src, key)?;
+    let config = match expected {
+        Some(c) => c.clone(),
+        None => infer_config(&tensors, src)?,
+    };
+    let model = Model::new(&config, tch::Device::Cpu)?;
+    let found: std::collections::HashMap<String, Vec<i64>> =
+        tensors.iter().map(|(k, v)| (k.clone(), v.size())).collect();
+    let wanted = model.vs.variables().into_iter().map(|(k, v)| (k, v.size())).collect();
+    let report = KeyReport::compare(&wanted, &found);
+    if !report.is_ok() {
+        return Err(err(src, format!("does not match {}: {}", config.name, report.describe())));
+    }
+    checkpoint::load_into_varstore(&model.vs, &tensors, src)?;
+    let mut meta = BTreeMap::new();
+    meta.insert("ditbench.imported_from".to_string(), src.display().to_string());
+    if let Some(e) = &entry {
+        meta.insert("ditbench.imported_entry".to_string(), e.clone());
+    }
+    model.save_with_metadata(out, meta)?;
+    Ok(ImportReport { config, tensors: tensors.len(), entry })
+}

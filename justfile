@@ -1,0 +1,62 @@
+# ditbench: every developer and user command. `just --list` shows them.
+#
+# Builds share one cache outside the checkout (DITBENCH_CACHE, default ~/.cache/ditbench):
+# the Python venv with torch 2.11.0 (linked as ./.venv) and cargo's target folder, so a
+# fresh clone (CI) does not rebuild libtorch's C++ shim or reinstall torch.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+cache := env("DITBENCH_CACHE", env("HOME", "/root") / ".cache/ditbench")
+venv := cache / "venv-torch-2.11.0"
+export CARGO_TARGET_DIR := env("CARGO_TARGET_DIR", cache / "target")
+export LIBTORCH_USE_PYTORCH := "1"
+export PATH := justfile_directory() / ".venv/bin:" + env("PATH")
+bin := CARGO_TARGET_DIR / "debug/ditbench"
+
+# List the commands.
+default:
+    @just --list
+
+# Create the venv with torch 2.11.0 (shared, linked as ./.venv) when missing. Idempotent.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "{{venv}}/bin/python" ] || ! "{{venv}}/bin/python" -c 'import torch, numpy, safetensors; assert torch.__version__.startswith("2.11.0")' 2>/dev/null; then
+        echo "setup: creating {{venv}} with torch==2.11.0 (about 1 minute, 4.7 GB)"
+        mkdir -p "{{cache}}"
+        python3 -m venv "{{venv}}"
+        "{{venv}}/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.11.0 numpy safetensors
+    fi
+    if [ ! -e .venv ]; then ln -s "{{venv}}" .venv; fi
+    if [ "$(readlink -f .venv)" != "$(readlink -f "{{venv}}")" ]; then
+        echo "setup: ./.venv is not the shared venv {{venv}}; move it away or set DITBENCH_CACHE" >&2; exit 1
+    fi
+
+# Build the ditbench binary (one profile: dev, optimised dependencies).
+build: setup
+    cargo build --locked -p ditbench
+
+# The whole test suite.
+test: setup
+    cargo test --locked --workspace --no-fail-fast
+
+# The main job on the built-in default.
+demo: build
+    {{bin}} doctor
+    {{bin}} models
+
+# Benchmarks (release build); results go to BENCHMARKS.md by hand, with date and machine.
+bench: setup
+    cargo build --locked --release -p ditbench --bin ditbench --example train_step_bench
+    RUST_LOG=warn "$CARGO_TARGET_DIR/release/examples/train_step_bench"
+
+# Regenerate the PyTorch reference fixtures (only when the reference scripts change).
+fixtures: setup
+    .venv/bin/python scripts/reference/make_fixtures.py
+    .venv/bin/python scripts/reference/make_torchfile_fixtures.py
+
+# What CI runs.
+ci: test
+
+lint: setup
+    cargo clippy --locked --workspace --all-targets -- -D warnings
