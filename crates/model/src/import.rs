@@ -33,18 +33,21 @@ pub fn read_torch_state_dict(
     key: Option<&str>,
 ) -> Result<(Vec<(String, Tensor)>, Option<String>), ModelError> {
     use ditbench_torchfile as tf;
-    let root = tf::load(path).map_err(|e| err(path, e.to_string()))?;
+    let mut file = tf::TorchFile::open(path).map_err(|e| err(path, e.to_string()))?;
     let chosen = match key {
         Some(k) => Some(k.to_string()),
-        None => {
-            let keys = root.dict_keys();
+        // A state dict's keys contain dots; a training checkpoint's top level does not.
+        None => file.top_level_keys().and_then(|keys| {
+            if keys.iter().any(|k| k.contains('.')) {
+                return None;
+            }
             ["ema", "model", "state_dict"]
                 .iter()
-                .find(|k| keys.iter().any(|x| x == *k) && !keys.iter().any(|x| x.contains('.')))
+                .find(|k| keys.iter().any(|x| x == *k))
                 .map(|k| k.to_string())
-        }
+        }),
     };
-    let entries = tf::state_dict_of(&root, chosen.as_deref()).map_err(|e| err(path, e.to_string()))?;
+    let entries = file.load_state_dict(chosen.as_deref()).map_err(|e| err(path, e.to_string()))?;
     let mut out = Vec::with_capacity(entries.len());
     for (name, data) in entries {
         let kind = match data.dtype {

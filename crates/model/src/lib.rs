@@ -10,7 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dit;
 pub mod error;
-// TEMP pub mod import;
+pub mod import;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,0 +1,88 @@
+//! `just bench`: one DiT training step (forward, hybrid loss, backward, AdamW) on CPU,
+//! ditbench against PyTorch eager (scripts/bench/train_step_torch.py: the same model,
+//! batch and threads) in the same run. Rounds alternate between the two so that drift
+//! in the machine's load hits both; medians over all timed steps are compared.
+//!
+//! Environment: BENCH_MODEL (S/2), BENCH_BATCH (8), BENCH_INPUT (32), BENCH_THREADS (2),
+//! BENCH_STEPS per round (10), BENCH_ROUNDS (3), BENCH_WARMUP (3).
+
+use std::process::Command;
+use std::time::Instant;
+
+use ditbench_diffusion::GaussianDiffusion;
+use ditbench_model::{config::DiTConfig, Model};
+use ditbench_train::{train_step, AdamW, AdamWConfig};
+use tch::{Device, Kind, Tensor};
+
+fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
+}
+
+fn main() -> anyhow::Result<()> {
+    let model_name: String = env_or("BENCH_MODEL", "S/2".to_string());
+    let batch: i64 = env_or("BENCH_BATCH", 8);
+    let input: i64 = env_or("BENCH_INPUT", 32);
+    let threads: i32 = env_or("BENCH_THREADS", 2);
+    let steps: usize = env_or("BENCH_STEPS", 10);
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let warmup: usize = env_or("BENCH_WARMUP", 3);
+    tch::set_num_threads(threads);
+    tch::manual_seed(0);
+
+    let (size, patch) = model_name.split_once('/').ok_or_else(|| anyhow::anyhow!("BENCH_MODEL like S/2"))?;
+    let cfg = DiTConfig::from_size(size, patch.parse()?, input, 4, 1000)?;
+    let model = Model::new(&cfg, Device::Cpu)?;
+    let diffusion = GaussianDiffusion::dit("")?;
+    let params = model.vs.trainable_variables().into_iter().map(|t| (t, false)).collect();
+    let mut opt = AdamW::new(params, AdamWConfig::default());
+    let x = Tensor::randn([batch, 4, input, input], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(1000, [batch], (Kind::Int64, Device::Cpu));
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    let script = root.join("scripts/bench/train_step_torch.py");
+
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    let mut torch_version = String::new();
+    for round in 0..rounds {
+        for i in 0..warmup + steps {
+            let t0 = Instant::now();
+            let stats = train_step(&model.dit, &diffusion, &mut opt, &x, &y, 1e-4)?;
+            let dt = t0.elapsed().as_secs_f64();
+            anyhow::ensure!(stats.loss.is_finite(), "non-finite loss");
+            if i >= warmup {
+                ours.push(dt);
+            }
+        }
+        let out = Command::new(&python)
+            .arg(&script)
+            .args(["--model", &model_name, "--batch", &batch.to_string(), "--input", &input.to_string()])
+            .args(["--threads", &threads.to_string(), "--warmup", &warmup.to_string(), "--steps", &steps.to_string()])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(line.trim())?;
+        torch_version = v["torch"].as_str().unwrap_or("?").to_string();
+        theirs.extend(v["step_seconds"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()));
+        eprintln!("round {}/{rounds} done", round + 1);
+    }
+    let (m_ours, m_theirs) = (median(&mut ours), median(&mut theirs));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    println!("training step, DiT-{model_name}, latents {input}x{input}x4, batch {batch}, {threads} threads, CPU ({cpu})");
+    println!("steps timed: {} per implementation ({rounds} alternating rounds of {steps}, {warmup} warm-up each)", ours.len());
+    println!("{:<28} {:>14}", "implementation", "median s/step");
+    println!("{:<28} {:>14.4}", "ditbench (tch 0.24)", m_ours);
+    println!("{:<28} {:>14.4}", format!("PyTorch {torch_version} eager"), m_theirs);
+    println!("ratio ditbench / PyTorch: {:.3} (target <= 1.0)", m_ours / m_theirs);
+    Ok(())
+}
