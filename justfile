@@ -45,10 +45,11 @@ demo: build
     {{bin}} doctor
     {{bin}} models
 
-# Benchmarks (release build); results go to BENCHMARKS.md by hand, with date and machine.
+# Benchmarks (release build), each against its baseline in the same run; results go to
+# BENCHMARKS.md with date and machine.
 bench: setup
-    cargo build --locked --release -p ditbench --bin ditbench --example train_step_bench
-    RUST_LOG=warn "$CARGO_TARGET_DIR/release/examples/train_step_bench"
+    cargo build --locked --release -p ditbench-train --example train_step_bench
+    "$CARGO_TARGET_DIR/release/examples/train_step_bench"
 
 # Regenerate the PyTorch reference fixtures (only when the reference scripts change).
 fixtures: setup

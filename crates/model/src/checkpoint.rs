@@ -191,6 +191,24 @@ impl KeyReport {
     }
 }
 
+/// Checks that named tensors match a VarStore's variables exactly (names and shapes).
+pub fn check_against_varstore(
+    vs: &tch::nn::VarStore,
+    tensors: &[(String, Tensor)],
+    source: &Path,
+) -> Result<(), ModelError> {
+    let expected: HashMap<String, Vec<i64>> =
+        vs.variables().iter().map(|(k, v)| (k.clone(), v.size())).collect();
+    let found: HashMap<String, Vec<i64>> =
+        tensors.iter().map(|(k, v)| (k.clone(), v.size())).collect();
+    let report = KeyReport::compare(&expected, &found);
+    if report.is_ok() {
+        Ok(())
+    } else {
+        Err(ckpt_err(source, report.describe()))
+    }
+}
+
 /// Copies named tensors into a VarStore after checking that the names and shapes match
 /// exactly; nothing is copied when anything is off.
 pub fn load_into_varstore(
@@ -198,15 +216,8 @@ pub fn load_into_varstore(
     tensors: &[(String, Tensor)],
     source: &Path,
 ) -> Result<(), ModelError> {
+    check_against_varstore(vs, tensors, source)?;
     let vars = vs.variables();
-    let expected: HashMap<String, Vec<i64>> =
-        vars.iter().map(|(k, v)| (k.clone(), v.size())).collect();
-    let found: HashMap<String, Vec<i64>> =
-        tensors.iter().map(|(k, v)| (k.clone(), v.size())).collect();
-    let report = KeyReport::compare(&expected, &found);
-    if !report.is_ok() {
-        return Err(ckpt_err(source, report.describe()));
-    }
     tch::no_grad(|| {
         for (name, t) in tensors {
             let mut var = vars[name].shallow_clone();

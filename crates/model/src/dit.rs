@@ -337,6 +337,40 @@ impl DiT {
         Tensor::cat(&[eps, rest], 1)
     }
 
+    /// Checks a batch against the config (libtorch would otherwise abort deep inside a
+    /// conv or an embedding lookup): x (B, C, H, W) float with the config's C and size,
+    /// t (B,), y (B,) integer labels in [0, num_classes] (the last one is the null class).
+    pub fn check_inputs(&self, x: &Tensor, t: &Tensor, y: &Tensor) -> Result<(), ModelError> {
+        let c = &self.config;
+        let bad = |m: String| Err(ModelError::InvalidConfig(format!("{}: {m}", c.name)));
+        let xs = x.size();
+        if xs.len() != 4 || xs[1] != c.in_channels || xs[2] != c.input_size || xs[3] != c.input_size {
+            return bad(format!(
+                "input has shape {xs:?}; expected (batch, {}, {}, {})",
+                c.in_channels, c.input_size, c.input_size
+            ));
+        }
+        if !x.is_floating_point() {
+            return bad(format!("input has dtype {:?}; expected a float tensor", x.kind()));
+        }
+        if t.size() != [xs[0]] || y.size() != [xs[0]] {
+            return bad(format!(
+                "timesteps {:?} and labels {:?} must both have shape [{}]",
+                t.size(),
+                y.size(),
+                xs[0]
+            ));
+        }
+        if y.numel() > 0 {
+            let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
+            let max_label = c.label_table_rows() - 1;
+            if lo < 0 || hi > max_label {
+                return bad(format!("labels span [{lo}, {hi}]; valid labels are 0..={max_label}"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn device(&self) -> Device {
         self.pos_embed.device()
     }

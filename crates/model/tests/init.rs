@@ -88,3 +88,17 @@ fn class_dropout_replaces_labels_with_the_null_class_during_training_only() {
     let dropped = is_null.to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     assert!((dropped - 0.5).abs() < 0.1, "dropped fraction {dropped}");
 }
+
+#[test]
+fn check_inputs_names_the_bad_shape_or_label() {
+    let cfg = DiTConfig::from_size("S", 4, 8, 4, 10).unwrap();
+    let model = Model::new(&cfg, tch::Device::Cpu).unwrap();
+    let x = Tensor::zeros([2, 4, 8, 8], (Kind::Float, tch::Device::Cpu));
+    let t = Tensor::from_slice(&[0i64, 1]);
+    let ok = Tensor::from_slice(&[0i64, 10]); // 10 = null class
+    model.dit.check_inputs(&x, &t, &ok).unwrap();
+    let e = model.dit.check_inputs(&x, &t, &Tensor::from_slice(&[0i64, 11])).unwrap_err().to_string();
+    assert!(e.contains("valid labels are 0..=10"), "{e}");
+    let e = model.dit.check_inputs(&x.narrow(1, 0, 3), &t, &ok).unwrap_err().to_string();
+    assert!(e.contains("expected (batch, 4, 8, 8)"), "{e}");
+}

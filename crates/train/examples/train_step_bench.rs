@@ -39,8 +39,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = DiTConfig::from_size(size, patch.parse()?, input, 4, 1000)?;
     let model = Model::new(&cfg, Device::Cpu)?;
     let diffusion = GaussianDiffusion::dit("")?;
-    let params = model.vs.trainable_variables().into_iter().map(|t| (t, false)).collect();
-    let mut opt = AdamW::new(params, AdamWConfig::default());
+    let mut opt = AdamW::for_model(&model.vs, AdamWConfig::default(), false);
     let x = Tensor::randn([batch, 4, input, input], (Kind::Float, Device::Cpu));
     let y = Tensor::randint(1000, [batch], (Kind::Int64, Device::Cpu));
 

@@ -1,8 +1,13 @@
-//! One DiT training run. For now: the optimizer and the training step that the
-//! benchmark times; checkpoints, EMA and the run loop follow in the training issue.
+//! One DiT training run: AdamW with owned moments, EMA, the training step, and
+//! checkpoints that resume bit-exactly. The run loop with data, metrics and signals
+//! builds on these (training issue).
 
+pub mod checkpoint;
+pub mod ema;
 pub mod optim;
 pub mod step;
 
+pub use checkpoint::{step_seed, Resume};
+pub use ema::Ema;
 pub use optim::{AdamW, AdamWConfig};
 pub use step::{train_step, StepStats};

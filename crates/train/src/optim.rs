@@ -24,6 +24,8 @@ impl Default for AdamWConfig {
 /// One parameter with its two moments.
 #[derive(Debug)]
 pub struct ParamState {
+    /// The parameter's state-dict name (checkpoints store the moments under it).
+    pub name: String,
     pub param: Tensor,
     pub exp_avg: Tensor,
     pub exp_avg_sq: Tensor,
@@ -40,11 +42,13 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// `params`: the trainable tensors with whether each gets weight decay.
-    pub fn new(params: Vec<(Tensor, bool)>, config: AdamWConfig) -> Self {
+    /// `params`: (name, trainable tensor, whether it gets weight decay), in a fixed
+    /// order.
+    pub fn new(params: Vec<(String, Tensor, bool)>, config: AdamWConfig) -> Self {
         let params = params
             .into_iter()
-            .map(|(param, decay)| ParamState {
+            .map(|(name, param, decay)| ParamState {
+                name,
                 exp_avg: param.zeros_like().detach(),
                 exp_avg_sq: param.zeros_like().detach(),
                 param,
@@ -52,6 +56,26 @@ impl AdamW {
             })
             .collect();
         Self { config, params, step: 0 }
+    }
+
+    /// The trainable variables of a model, sorted by name; weight decay (if any) on
+    /// matrices only when `decay_matrices_only` (biases, norms and embeddings excluded
+    /// by rank), else on everything as torch.optim.AdamW does.
+    pub fn for_model(vs: &tch::nn::VarStore, config: AdamWConfig, decay_matrices_only: bool) -> Self {
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = vars
+            .into_iter()
+            .map(|(n, t)| {
+                let decay = !decay_matrices_only || (t.dim() >= 2 && !n.contains("embedding_table"));
+                (n, t, decay)
+            })
+            .collect();
+        Self::new(params, config)
     }
 
     pub fn zero_grad(&mut self) {

@@ -18,7 +18,7 @@ fn five_steps_match_torch_adamw() {
     let f: HashMap<String, Tensor> = read_safetensors(&path).unwrap().tensors.into_iter().collect();
     let param = f["p0"].copy().set_requires_grad(true);
     let cfg = AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 };
-    let mut opt = AdamW::new(vec![(param.shallow_clone(), true)], cfg);
+    let mut opt = AdamW::new(vec![("p".into(), param.shallow_clone(), true)], cfg);
     for k in 0..5 {
         // Set the gradient as torch's `param.grad = g` does.
         let loss = (&param * f["grads"].get(k)).sum(Kind::Float);
@@ -38,7 +38,7 @@ fn five_steps_match_torch_adamw() {
 fn no_decay_parameters_are_not_decayed() {
     let p = Tensor::ones([3], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let cfg = AdamWConfig { lr: 0.1, weight_decay: 0.5, ..Default::default() };
-    let mut opt = AdamW::new(vec![(p.shallow_clone(), false)], cfg);
+    let mut opt = AdamW::new(vec![("p".into(), p.shallow_clone(), false)], cfg);
     // A zero gradient leaves the moments at zero, so only decay could move p.
     let loss = (&p * 0.0).sum(Kind::Float);
     loss.backward();

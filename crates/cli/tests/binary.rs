@@ -1,0 +1,81 @@
+//! End-to-end checks of the built `ditbench` binary: it finds libtorch without any
+//! environment (RUNPATH), keeps libtorch_cuda linked (LIBTORCH.md pitfalls 1 and 2), and
+//! its commands print what the paper's Table 4 says.
+
+use std::process::Command;
+
+fn ditbench() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ditbench"));
+    c.env_remove("LD_LIBRARY_PATH").env_remove("DITBENCH_STORE");
+    c
+}
+
+fn readelf_dynamic() -> String {
+    let out = Command::new("readelf")
+        .args(["-d", env!("CARGO_BIN_EXE_ditbench")])
+        .output()
+        .expect("readelf (binutils) is installed");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn runpath_points_at_libtorch_and_libtorch_cuda_stays_linked() {
+    let dynamic = readelf_dynamic();
+    let runpath = dynamic
+        .lines()
+        .find(|l| l.contains("(RUNPATH)") || l.contains("(RPATH)"))
+        .expect("the binary has a RUNPATH");
+    let dir = runpath.split('[').nth(1).unwrap().trim_end_matches(']').split(':').next().unwrap();
+    assert!(std::path::Path::new(dir).join("libtorch_cpu.so").exists(), "{dir} holds libtorch");
+    assert!(dynamic.contains("[libtorch_cpu.so]"), "{dynamic}");
+    // The wheel used here is the CUDA build; its CUDA library must not be dropped by
+    // --as-needed, or a GPU machine would silently train on the CPU.
+    if std::path::Path::new(dir).join("libtorch_cuda.so").exists() {
+        assert!(dynamic.contains("[libtorch_cuda.so]"), "libtorch_cuda.so is NEEDED:\n{dynamic}");
+    }
+}
+
+#[test]
+fn runs_without_ld_library_path_and_reports_its_commit() {
+    let out = ditbench().arg("--version").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = String::from_utf8(out.stdout).unwrap();
+    assert!(v.starts_with("ditbench 0.") && v.contains("commit "), "{v}");
+}
+
+#[test]
+fn models_json_matches_the_papers_table4() {
+    let out = ditbench().args(["models", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 12);
+    for e in ditbench_model::PAPER_TABLE4 {
+        let row = rows.iter().find(|r| r["name"] == e.name).unwrap();
+        assert_eq!(row["params"].as_u64().unwrap(), e.params, "{}", e.name);
+        assert!((row["gflops"].as_f64().unwrap() - e.gflops).abs() <= 0.02, "{}", e.name);
+        assert_eq!(row["paper_fid_50k_400k"].as_f64().unwrap(), e.fid_50k_400k);
+    }
+}
+
+#[test]
+fn doctor_reports_libtorch_and_cuda() {
+    let store = std::env::temp_dir().join(format!("ditbench-doctor-{}", std::process::id()));
+    let out = ditbench().args(["doctor", "--store"]).arg(&store).output().unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("libtorch      2.11.0"), "{s}");
+    assert!(s.contains("CUDA          "), "{s}");
+    assert!(s.contains("does not exist yet"), "{s}");
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_exit_code_2() {
+    let out = ditbench().args(["import", "nothing.pt", "--out", "/tmp/x.st", "--model", "DiT-M/2", "--force"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("unknown model `DiT-M/2`") && e.contains("DiT-XL/2"), "{e}");
+    let out = ditbench().args(["models", "--image-size", "100"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of 8"));
+}

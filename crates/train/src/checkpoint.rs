@@ -1,0 +1,161 @@
+//! Training checkpoints: one safetensors file per checkpoint holding the model, the
+//! EMA, both AdamW moments, and in its metadata the step, the data cursor and the model
+//! config. One file (not weights + a side file) so a checkpoint is written with a single
+//! atomic rename: a crash leaves either the previous set of checkpoints or the new one.
+//!
+//! Randomness needs no saved generator state: every step reseeds libtorch from
+//! (run seed, step) (see [`step_seed`]), so the step number restores it exactly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ditbench_model::checkpoint::{
+    check_against_varstore, config_to_metadata, load_into_varstore, read_safetensors,
+    write_safetensors_atomic,
+};
+use ditbench_model::{Model, ModelError};
+use tch::Tensor;
+
+use crate::ema::Ema;
+use crate::optim::AdamW;
+
+pub const META_STEP: &str = "ditbench.step";
+pub const META_OPT_STEP: &str = "ditbench.optimizer_step";
+pub const META_CURSOR: &str = "ditbench.data_cursor";
+pub const META_SEED: &str = "ditbench.seed";
+
+/// A deterministic per-step seed (SplitMix64 of the run seed and the step), so that a
+/// resumed run draws the same timesteps, noise and label dropout as an uninterrupted
+/// one without saving generator states.
+pub fn step_seed(seed: u64, step: u64) -> i64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 1) as i64
+}
+
+/// What a checkpoint restores besides tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    pub step: u64,
+    pub seed: u64,
+    /// The data loader's cursor, as the loader serialised it.
+    pub data_cursor: String,
+}
+
+/// `checkpoints/0001000.safetensors` for step 1000.
+pub fn checkpoint_path(dir: &Path, step: u64) -> PathBuf {
+    dir.join(format!("{step:07}.safetensors"))
+}
+
+/// Checkpoints in `dir`, oldest first (by step parsed from the name; stray files and
+/// temporaries are ignored).
+pub fn list_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(u64, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_suffix(".safetensors")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn err(path: &Path, problem: impl Into<String>) -> ModelError {
+    ModelError::Checkpoint { path: path.display().to_string(), problem: problem.into() }
+}
+
+/// Writes a checkpoint atomically and keeps only the newest `keep_last` (0 keeps all).
+pub fn save(
+    dir: &Path,
+    model: &Model,
+    ema: &Ema,
+    opt: &AdamW,
+    resume: &Resume,
+    keep_last: usize,
+) -> Result<PathBuf, ModelError> {
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (prefix, m) in [("model.", model), ("ema.", &ema.model)] {
+        let mut vars: Vec<_> = m.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors.extend(vars.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)));
+    }
+    for p in &opt.params {
+        tensors.push((format!("opt.exp_avg.{}", p.name), p.exp_avg.shallow_clone()));
+        tensors.push((format!("opt.exp_avg_sq.{}", p.name), p.exp_avg_sq.shallow_clone()));
+    }
+    let mut meta = BTreeMap::new();
+    let (k, v) = config_to_metadata(model.config());
+    meta.insert(k, v);
+    meta.insert(META_STEP.into(), resume.step.to_string());
+    meta.insert(META_OPT_STEP.into(), opt.step.to_string());
+    meta.insert(META_SEED.into(), resume.seed.to_string());
+    meta.insert(META_CURSOR.into(), resume.data_cursor.clone());
+    let path = checkpoint_path(dir, resume.step);
+    write_safetensors_atomic(&path, &tensors, meta)?;
+    if keep_last > 0 {
+        let all = list_checkpoints(dir);
+        for (_, old) in all.iter().take(all.len().saturating_sub(keep_last)) {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+    Ok(path)
+}
+
+/// Restores model, EMA and optimizer moments in place; returns the step, seed and
+/// cursor. Every tensor is checked before anything is copied.
+pub fn load(path: &Path, model: &Model, ema: &mut Ema, opt: &mut AdamW) -> Result<Resume, ModelError> {
+    let file = read_safetensors(path)?;
+    let meta = &file.metadata;
+    let get = |k: &str| meta.get(k).ok_or_else(|| err(path, format!("metadata has no `{k}`: not a ditbench training checkpoint")));
+    let parse = |k: &str| -> Result<u64, ModelError> {
+        get(k)?.parse().map_err(|_| err(path, format!("metadata `{k}` is not an integer")))
+    };
+    let resume = Resume { step: parse(META_STEP)?, seed: parse(META_SEED)?, data_cursor: get(META_CURSOR)?.clone() };
+    let opt_step = parse(META_OPT_STEP)?;
+
+    let mut by_prefix: BTreeMap<&str, Vec<(String, Tensor)>> = BTreeMap::new();
+    let mut moments: BTreeMap<String, Tensor> = BTreeMap::new();
+    for (name, t) in &file.tensors {
+        if let Some(n) = name.strip_prefix("model.") {
+            by_prefix.entry("model").or_default().push((n.to_string(), t.shallow_clone()));
+        } else if let Some(n) = name.strip_prefix("ema.") {
+            by_prefix.entry("ema").or_default().push((n.to_string(), t.shallow_clone()));
+        } else if name.starts_with("opt.") {
+            moments.insert(name.clone(), t.shallow_clone());
+        } else {
+            return Err(err(path, format!("unexpected tensor `{name}`")));
+        }
+    }
+    for p in &opt.params {
+        for k in [format!("opt.exp_avg.{}", p.name), format!("opt.exp_avg_sq.{}", p.name)] {
+            match moments.get(&k) {
+                Some(t) if t.size() == p.param.size() => {}
+                Some(t) => return Err(err(path, format!("{k} has shape {:?}, parameter {:?}", t.size(), p.param.size()))),
+                None => return Err(err(path, format!("missing optimizer moment {k}"))),
+            }
+        }
+    }
+    if moments.len() != 2 * opt.params.len() {
+        return Err(err(path, "optimizer moments for parameters the model does not have"));
+    }
+    // Check everything before copying anything, so a refused checkpoint changes nothing.
+    let empty = Vec::new();
+    let (m, e) = (by_prefix.get("model").unwrap_or(&empty), by_prefix.get("ema").unwrap_or(&empty));
+    check_against_varstore(&model.vs, m, path)?;
+    check_against_varstore(&ema.model.vs, e, path)?;
+    load_into_varstore(&model.vs, m, path)?;
+    load_into_varstore(&ema.model.vs, e, path)?;
+    tch::no_grad(|| {
+        for p in &mut opt.params {
+            let _ = p.exp_avg.copy_(&moments[&format!("opt.exp_avg.{}", p.name)]);
+            let _ = p.exp_avg_sq.copy_(&moments[&format!("opt.exp_avg_sq.{}", p.name)]);
+        }
+    });
+    opt.step = opt_step;
+    Ok(resume)
+}

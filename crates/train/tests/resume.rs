@@ -1,0 +1,113 @@
+//! Exact resume: 2N steps in one go and N steps + checkpoint + fresh process state +
+//! N steps give bit-identical model, EMA and optimizer moments on CPU.
+
+use ditbench_diffusion::GaussianDiffusion;
+use ditbench_model::{DiTConfig, Model};
+use ditbench_train::checkpoint::{self, Resume};
+use ditbench_train::{step_seed, train_step, AdamW, AdamWConfig, Ema};
+use tch::{Device, Kind, Tensor};
+
+const SEED: u64 = 1234;
+
+struct Run {
+    model: Model,
+    ema: Ema,
+    opt: AdamW,
+}
+
+fn fresh() -> Run {
+    tch::manual_seed(7);
+    let cfg = DiTConfig::from_size("S", 4, 8, 4, 10).unwrap();
+    let mut cfg = cfg;
+    cfg.depth = 2; // small and fast; the mechanism is what is tested
+    let model = Model::new(&cfg, Device::Cpu).unwrap();
+    let ema = Ema::new(&model, 0.9).unwrap();
+    let opt = AdamW::for_model(&model.vs, AdamWConfig { lr: 1e-3, ..Default::default() }, true);
+    Run { model, ema, opt }
+}
+
+/// The batch of step k is a pure function of (seed, k), standing in for the loader.
+fn batch(k: u64) -> (Tensor, Tensor) {
+    tch::manual_seed(step_seed(SEED ^ 0xDA7A, k));
+    (Tensor::randn([4, 4, 8, 8], (Kind::Float, Device::Cpu)), Tensor::randint(10, [4], (Kind::Int64, Device::Cpu)))
+}
+
+fn steps(run: &mut Run, range: std::ops::Range<u64>) {
+    let diffusion = GaussianDiffusion::dit("").unwrap();
+    for k in range {
+        let (x, y) = batch(k);
+        tch::manual_seed(step_seed(SEED, k));
+        train_step(&run.model.dit, &diffusion, &mut run.opt, &x, &y, 1e-3).unwrap();
+        run.ema.update(&run.model);
+    }
+}
+
+fn assert_identical(a: &Run, b: &Run) {
+    for (name, va) in a.model.vs.variables() {
+        assert!(va.equal(&b.model.vs.variables()[&name]), "model {name} differs");
+    }
+    for (name, va) in a.ema.model.vs.variables() {
+        assert!(va.equal(&b.ema.model.vs.variables()[&name]), "ema {name} differs");
+    }
+    for (pa, pb) in a.opt.params.iter().zip(&b.opt.params) {
+        assert!(pa.exp_avg.equal(&pb.exp_avg) && pa.exp_avg_sq.equal(&pb.exp_avg_sq), "moments of {}", pa.name);
+    }
+    assert_eq!(a.opt.step, b.opt.step);
+}
+
+#[test]
+fn resume_is_bit_identical() {
+    tch::set_num_threads(1);
+    let n = 5;
+    let mut straight = fresh();
+    steps(&mut straight, 0..2 * n);
+
+    let dir = std::env::temp_dir().join(format!("ditbench-resume-{}", std::process::id()));
+    let mut first = fresh();
+    steps(&mut first, 0..n);
+    let resume = Resume { step: n, seed: SEED, data_cursor: "{\"epoch\":0,\"position\":20}".into() };
+    let path = checkpoint::save(&dir, &first.model, &first.ema, &first.opt, &resume, 2).unwrap();
+    drop(first);
+
+    // A new "process": different initial weights, then restore.
+    tch::manual_seed(99);
+    let mut second = fresh();
+    let restored = checkpoint::load(&path, &second.model, &mut second.ema, &mut second.opt).unwrap();
+    assert_eq!(restored, resume);
+    steps(&mut second, restored.step..2 * n);
+    assert_identical(&straight, &second);
+    // The model really moved, so equality is not trivial.
+    let init = fresh();
+    let q = "blocks.0.attn.qkv.weight";
+    assert!(!init.model.vs.variables()[q].equal(&second.model.vs.variables()[q]));
+}
+
+#[test]
+fn keep_last_k_and_listing() {
+    let run = fresh();
+    let dir = std::env::temp_dir().join(format!("ditbench-keep-{}", std::process::id()));
+    for step in [10, 20, 30, 40] {
+        let r = Resume { step, seed: 1, data_cursor: String::new() };
+        checkpoint::save(&dir, &run.model, &run.ema, &run.opt, &r, 2).unwrap();
+    }
+    std::fs::write(dir.join("notes.txt"), "stray").unwrap();
+    let steps: Vec<u64> = checkpoint::list_checkpoints(&dir).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![30, 40]);
+}
+
+#[test]
+fn a_checkpoint_of_another_model_is_refused_and_changes_nothing() {
+    let run = fresh();
+    let dir = std::env::temp_dir().join(format!("ditbench-wrong-{}", std::process::id()));
+    let r = Resume { step: 1, seed: 1, data_cursor: String::new() };
+    let path = checkpoint::save(&dir, &run.model, &run.ema, &run.opt, &r, 0).unwrap();
+    let mut cfg = DiTConfig::from_size("S", 2, 8, 4, 10).unwrap();
+    cfg.depth = 2; // same names, patch 2 instead of 4: shapes differ
+    let other = Model::new(&cfg, Device::Cpu).unwrap();
+    let mut ema = Ema::new(&other, 0.9).unwrap();
+    let mut opt = AdamW::for_model(&other.vs, AdamWConfig::default(), false);
+    let before = other.vs.variables()["final_layer.linear.weight"].copy();
+    let e = checkpoint::load(&path, &other, &mut ema, &mut opt).unwrap_err().to_string();
+    assert!(e.contains("has shape [128], parameter [32]"), "{e}");
+    assert!(before.equal(&other.vs.variables()["final_layer.linear.weight"]));
+}
