@@ -332,6 +332,7 @@ impl GaussianDiffusion {
 
     /// One reverse step. `noise` is drawn by the caller so that trajectories can be
     /// reproduced exactly.
+    #[allow(clippy::too_many_arguments)]
     pub fn p_sample_step(
         &self,
         model: &impl Denoiser,

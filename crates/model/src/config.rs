@@ -176,7 +176,7 @@ impl DiTConfig {
                 self.class_dropout_prob
             ));
         }
-        if !(self.mlp_ratio > 0.0) {
+        if self.mlp_ratio.is_nan() || self.mlp_ratio <= 0.0 {
             return bad(format!("mlp_ratio must be positive, got {}", self.mlp_ratio));
         }
         if self.in_channels < 3 {

@@ -13,6 +13,9 @@ use crate::config::{DiTConfig, SIZES};
 use crate::error::ModelError;
 use crate::Model;
 
+/// Named tensors of a state dict and the checkpoint entry they came from.
+pub type StateDict = (Vec<(String, Tensor)>, Option<String>);
+
 #[derive(Debug)]
 pub struct ImportReport {
     pub config: DiTConfig,
@@ -31,7 +34,7 @@ fn err(path: &Path, problem: impl Into<String>) -> ModelError {
 pub fn read_torch_state_dict(
     path: &Path,
     key: Option<&str>,
-) -> Result<(Vec<(String, Tensor)>, Option<String>), ModelError> {
+) -> Result<StateDict, ModelError> {
     use ditbench_torchfile as tf;
     let mut file = tf::TorchFile::open(path).map_err(|e| err(path, e.to_string()))?;
     let chosen = match key {

@@ -152,8 +152,8 @@ pub fn load(path: &Path, model: &Model, ema: &mut Ema, opt: &mut AdamW) -> Resul
     load_into_varstore(&ema.model.vs, e, path)?;
     tch::no_grad(|| {
         for p in &mut opt.params {
-            let _ = p.exp_avg.copy_(&moments[&format!("opt.exp_avg.{}", p.name)]);
-            let _ = p.exp_avg_sq.copy_(&moments[&format!("opt.exp_avg_sq.{}", p.name)]);
+            p.exp_avg.copy_(&moments[&format!("opt.exp_avg.{}", p.name)]);
+            p.exp_avg_sq.copy_(&moments[&format!("opt.exp_avg_sq.{}", p.name)]);
         }
     });
     opt.step = opt_step;
