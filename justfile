@@ -40,10 +40,13 @@ build: setup
 test: setup
     cargo test --locked --workspace --no-fail-fast
 
-# The main job on the built-in default.
+# The main job on the built-in default: the DiT family table, then a scaled-down DiT
+# (S/4, 4 blocks) trained on the built-in dataset at 16 px on CPU (GPU when present), with
+# sample grids. Rerunning resumes the same run (its id comes from its config).
 demo: build
     {{bin}} doctor
     {{bin}} models
+    {{bin}} train --model DiT-S/4 --depth 4 --image-size 16 --steps 300 --batch-size 32 --lr 1e-3 --ema-decay 0.99 --log-every 50 --ckpt-every 100 --sample-every 100 --sweep demo
 
 # Benchmarks (release build), each against its baseline in the same run; results go to
 # BENCHMARKS.md with date and machine.

@@ -2,6 +2,7 @@
 
 mod doctor;
 mod models;
+mod train;
 
 use std::path::PathBuf;
 
@@ -40,18 +41,26 @@ enum Command {
     Import(models::ImportArgs),
     /// What ditbench sees: libtorch, CUDA devices, threads, store, installed weights.
     Doctor,
+    /// Train one run (registered with --run, from --config, or ad hoc with --model),
+    /// resuming from its latest checkpoint. Exit codes: 0 finished, 75 preempted
+    /// (checkpointed, requeue), 1 failed, 2 bad input.
+    Train(train::TrainArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let store = cli.store.clone().unwrap_or_else(|| PathBuf::from("experiments"));
     let result = match cli.command {
-        Command::Models(args) => models::run_models(&args),
-        Command::Import(args) => models::run_import(&args),
-        Command::Doctor => doctor::run(&store),
+        Command::Models(args) => models::run_models(&args).map(|()| 0),
+        Command::Import(args) => models::run_import(&args).map(|()| 0),
+        Command::Doctor => doctor::run(&store).map(|()| 0),
+        Command::Train(args) => train::run_train(&store, &args),
     };
-    if let Err(err) = result {
-        eprintln!("error: {err:#}");
-        std::process::exit(2);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::exit(2);
+        }
     }
 }

@@ -1,13 +1,17 @@
-//! One DiT training run: AdamW with owned moments, EMA, the training step, and
-//! checkpoints that resume bit-exactly. The run loop with data, metrics and signals
-//! builds on these (training issue).
+//! One DiT training run: the resolved config, AdamW with owned moments, EMA, the
+//! training step, checkpoints that resume bit-exactly, and the run loop that ties data,
+//! metrics (the run store), checkpoints, sample grids and signals together.
 
 pub mod checkpoint;
+pub mod config;
 pub mod ema;
 pub mod optim;
+pub mod run;
 pub mod step;
 
 pub use checkpoint::{step_seed, Resume};
+pub use config::{DataConfig, RunConfig, TrainConfig};
+pub use run::{train, Outcome, Progress, Provenance, TrainError};
 pub use ema::Ema;
 pub use optim::{AdamW, AdamWConfig};
 pub use step::{train_step, StepStats};

@@ -1,0 +1,190 @@
+//! `ditbench train`: a registered run (`--run ID`) or an ad-hoc one from flags.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ditbench_data::Dataset;
+use ditbench_model::DiTConfig;
+use ditbench_track::Store;
+use ditbench_train::config::{fnv1a64, AdamWConfigSerde, DataConfig, RunConfig, TrainConfig};
+use ditbench_train::{run, Outcome, Progress, Provenance};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Exit code of a run stopped by a signal after checkpointing: launchers requeue it
+/// (EX_TEMPFAIL).
+pub const EXIT_PREEMPTED: i32 = 75;
+/// Exit code of a run that failed (non-finite loss).
+pub const EXIT_FAILED: i32 = 1;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Train a registered run (its config.toml in the store).
+    #[arg(long, conflicts_with_all = ["model", "config"])]
+    run: Option<String>,
+    /// Train from a run config file (TOML, as written into run folders).
+    #[arg(long, conflicts_with = "model")]
+    config: Option<std::path::PathBuf>,
+    /// Ad-hoc run: model size and patch (e.g. DiT-S/2) in pixel space on --data.
+    #[arg(long)]
+    model: Option<String>,
+    /// Override the depth of --model (scaled-down families).
+    #[arg(long)]
+    depth: Option<i64>,
+    /// "builtin" (procedural, no download) or a folder of class sub-folders.
+    #[arg(long, default_value = "builtin")]
+    data: String,
+    #[arg(long, default_value_t = 32)]
+    image_size: usize,
+    #[arg(long, default_value_t = 1000)]
+    steps: u64,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long)]
+    micro_batch: Option<usize>,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.9999)]
+    ema_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 100)]
+    log_every: u64,
+    #[arg(long, default_value_t = 0)]
+    ckpt_every: u64,
+    #[arg(long, default_value_t = 0)]
+    sample_every: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Sweep to file an ad-hoc run under.
+    #[arg(long, default_value = "adhoc")]
+    sweep: String,
+}
+
+struct Bar {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress for Bar {
+    fn start(&mut self, first: u64, total: u64) {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total).with_position(first);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} steps {msg} [{elapsed_precise} < {eta_precise}]")
+                    .expect("valid template"),
+            );
+            self.bar = Some(bar);
+        }
+    }
+    fn step(&mut self, step: u64, loss: f64) {
+        if let Some(b) = &self.bar {
+            b.set_position(step);
+            b.set_message(format!("loss {loss:.4}"));
+        }
+    }
+    fn message(&mut self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
+    let lower = model.trim().to_ascii_lowercase();
+    let rest = lower.strip_prefix("dit-").unwrap_or(&lower);
+    let Some((size, patch)) = rest.split_once(['/', '-']) else {
+        bail!("--model `{model}`: expected SIZE/PATCH such as DiT-S/2")
+    };
+    let patch: i64 = patch.parse().with_context(|| format!("--model `{model}`: patch is not a number"))?;
+    let (kind, path) = if a.data == "builtin" { ("builtin", None) } else { ("imagefolder", Some(a.data.clone().into())) };
+    let classes = if kind == "builtin" { ditbench_data::BUILTIN_CLASSES.len() as i64 } else { 0 };
+    let mut m = DiTConfig::from_size(size, patch, a.image_size as i64, 3, classes.max(1))?;
+    if let Some(d) = a.depth {
+        m.depth = d;
+        m.name = format!("{} (depth {d})", m.name);
+    }
+    if kind == "imagefolder" {
+        // Class count comes from the folder.
+        let f = ditbench_data::ImageFolder::open(
+            Path::new(&a.data),
+            ditbench_data::ImageFolderOptions::new(a.image_size as u32),
+        )?;
+        m.num_classes = f.class_names().len() as i64;
+    }
+    let data = DataConfig { kind: kind.into(), path, image_size: a.image_size, builtin_len: 10_000, workers: 1, random_flip: true };
+    let train = TrainConfig {
+        steps: a.steps,
+        batch_size: a.batch_size,
+        micro_batch: a.micro_batch,
+        optimizer: AdamWConfigSerde { lr: a.lr, ..Default::default() },
+        warmup_steps: 0,
+        grad_clip: None,
+        decay_matrices_only: false,
+        ema_decay: a.ema_decay,
+        seed: a.seed,
+        log_every: a.log_every,
+        ckpt_every: a.ckpt_every,
+        keep_last: 2,
+        sample_every: a.sample_every,
+        grid_sampling: "ddim25".into(),
+        device: a.device.clone(),
+        peak_tflops: None,
+        threads: 0,
+    };
+    let mut cfg = RunConfig { run_id: String::new(), sweep: a.sweep.clone(), model: m, data, train };
+    // Deterministic id from the resolved config: the same flags name the same run, so
+    // rerunning a command resumes it instead of starting over.
+    let slug: String = cfg.model.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    cfg.run_id = format!("{}-{:012x}", slug.trim_matches('-').replace("--", "-"), fnv1a64(cfg.to_toml().as_bytes()) >> 16);
+    Ok(cfg)
+}
+
+pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
+    let store = Store::open(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
+    let cfg = match (&a.run, &a.config, &a.model) {
+        (Some(id), _, _) => {
+            let rec = store.run(id)?;
+            let path = store.run_dir(&rec.sweep, id).join("config.toml");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let text = text.split("\n[provenance]\n").next().unwrap_or(&text);
+            RunConfig::from_toml(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        (None, Some(path), _) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            RunConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        (None, None, Some(model)) => adhoc_config(a, model)?,
+        (None, None, None) => bail!("say what to train: --run ID, --config FILE, or --model NAME (e.g. --model DiT-S/4)"),
+    };
+    let stop = run::install_stop_flag()?;
+    let provenance = Provenance {
+        ditbench_version: crate::VERSION.to_string(),
+        git_commit: env!("DITBENCH_GIT_COMMIT").to_string(),
+        git_dirty: env!("DITBENCH_GIT_DIRTY") == "true",
+    };
+    let mut bar = Bar { bar: None };
+    let outcome = run::train(&store, &cfg, &stop, &mut bar, &provenance)?;
+    let dir = store.run_dir(&cfg.sweep, &cfg.run_id);
+    Ok(match outcome {
+        Outcome::Finished { step } => {
+            println!("run {} finished at step {step}: {}", cfg.run_id, dir.display());
+            0
+        }
+        Outcome::Preempted { step } => {
+            println!("run {} preempted at step {step} (checkpointed; rerun to resume): {}", cfg.run_id, dir.display());
+            EXIT_PREEMPTED
+        }
+        Outcome::Failed { step, reason } => {
+            eprintln!("run {} failed at step {step}: {reason}", cfg.run_id);
+            EXIT_FAILED
+        }
+    })
+}

@@ -1,0 +1,218 @@
+//! The resolved run config: everything needed to rerun a run, saved as `config.toml` in
+//! its folder before step 0 (so the folder alone says how the run was made).
+
+use std::path::PathBuf;
+
+use ditbench_model::DiTConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::optim::AdamWConfig;
+
+/// Where the training images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// "builtin" (the procedural dataset, no download) or "imagefolder".
+    pub kind: String,
+    /// Folder for "imagefolder".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Image side in pixels (the model input in pixel space).
+    pub image_size: usize,
+    /// Number of images of the built-in dataset.
+    #[serde(default = "default_builtin_len")]
+    pub builtin_len: usize,
+    /// Loader threads (0: on the training thread).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    #[serde(default = "default_true")]
+    pub random_flip: bool,
+}
+
+fn default_builtin_len() -> usize {
+    10_000
+}
+fn default_workers() -> usize {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The optimisation recipe. Defaults are the official train.py's, except where noted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub steps: u64,
+    /// Global batch (official: 256).
+    pub batch_size: usize,
+    /// Micro-batch for gradient accumulation (default: the whole batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_batch: Option<usize>,
+    #[serde(default)]
+    pub optimizer: AdamWConfigSerde,
+    /// Linear LR warm-up steps (official: none).
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm to this (official: no clipping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_clip: Option<f64>,
+    /// Weight decay only on matrices (not biases, norms, embedding tables).
+    #[serde(default)]
+    pub decay_matrices_only: bool,
+    /// EMA decay (official: 0.9999).
+    #[serde(default = "default_ema")]
+    pub ema_decay: f64,
+    pub seed: u64,
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    /// Checkpoint every N steps (0: only at the end).
+    #[serde(default)]
+    pub ckpt_every: u64,
+    /// Checkpoints kept (0: all).
+    #[serde(default = "default_keep")]
+    pub keep_last: usize,
+    /// Sample grid every N steps (0: only at the end).
+    #[serde(default)]
+    pub sample_every: u64,
+    /// Sampler steps for grids ("ddim25" keeps grids cheap; "250" is the paper's DDPM).
+    #[serde(default = "default_grid_sampling")]
+    pub grid_sampling: String,
+    /// "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Peak dense TFLOP/s of the device for MFU; omitted → MFU is not reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_tflops: Option<f64>,
+    /// libtorch intra-op threads on CPU (0: libtorch's default).
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn default_ema() -> f64 {
+    0.9999
+}
+fn default_log_every() -> u64 {
+    100
+}
+fn default_keep() -> usize {
+    2
+}
+fn default_grid_sampling() -> String {
+    "ddim25".into()
+}
+fn default_device() -> String {
+    "auto".into()
+}
+
+/// AdamW settings as they appear in config files.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdamWConfigSerde {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfigSerde {
+    fn default() -> Self {
+        let d = AdamWConfig::default();
+        Self { lr: d.lr, beta1: d.beta1, beta2: d.beta2, eps: d.eps, weight_decay: d.weight_decay }
+    }
+}
+
+impl From<AdamWConfigSerde> for AdamWConfig {
+    fn from(s: AdamWConfigSerde) -> Self {
+        AdamWConfig { lr: s.lr, beta1: s.beta1, beta2: s.beta2, eps: s.eps, weight_decay: s.weight_decay }
+    }
+}
+
+/// A complete run: identity, model, data and recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub run_id: String,
+    pub sweep: String,
+    pub model: DiTConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+impl RunConfig {
+    /// Checks what would otherwise fail mid-run, naming the key and the valid values.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate().map_err(|e| e.to_string())?;
+        let t = &self.train;
+        if t.steps == 0 {
+            return Err("train.steps must be > 0".into());
+        }
+        if t.batch_size == 0 {
+            return Err("train.batch_size must be > 0".into());
+        }
+        if let Some(m) = t.micro_batch {
+            if m == 0 || t.batch_size % m != 0 {
+                return Err(format!(
+                    "train.micro_batch {m} must divide train.batch_size {}",
+                    t.batch_size
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&t.ema_decay) {
+            return Err(format!("train.ema_decay must be in [0, 1], got {}", t.ema_decay));
+        }
+        if t.optimizer.lr <= 0.0 || !t.optimizer.lr.is_finite() {
+            return Err(format!("train.optimizer.lr must be positive, got {}", t.optimizer.lr));
+        }
+        if let Some(c) = t.grad_clip {
+            if c <= 0.0 {
+                return Err(format!("train.grad_clip must be positive, got {c}"));
+            }
+        }
+        if t.log_every == 0 {
+            return Err("train.log_every must be > 0".into());
+        }
+        match self.data.kind.as_str() {
+            "builtin" => {}
+            "imagefolder" if self.data.path.is_some() => {}
+            "imagefolder" => return Err("data.path is required for data.kind = \"imagefolder\"".into()),
+            k => return Err(format!("unknown data.kind `{k}`; valid: builtin, imagefolder")),
+        }
+        if self.model.in_channels != 3 || self.model.input_size as usize != self.data.image_size {
+            return Err(format!(
+                "pixel-space training needs model in_channels = 3 and input_size = data.image_size ({}); \
+                 the model has in_channels {} and input_size {}",
+                self.data.image_size, self.model.in_channels, self.model.input_size
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("run config serialises")
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Training FLOPs as the paper counts them: 3 × forward MACs × batch × steps
+    /// (PAPER.md), in FLOP units (× 2 per MAC).
+    pub fn training_flops(&self) -> f64 {
+        3.0 * 2.0 * self.model.gflops() * 1e9 * self.train.batch_size as f64 * self.train.steps as f64
+    }
+}
+
+/// A stable 64-bit FNV-1a hash (the std hasher may change between Rust versions, and
+/// run ids must not).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

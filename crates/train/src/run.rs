@@ -1,0 +1,418 @@
+//! One training run, as one visible loop: data → step → EMA → log → checkpoint → grid.
+//!
+//! Everything a run writes goes to its own folder and the registry:
+//! `config.toml` before step 0, metric segments flushed at every log step, checkpoints
+//! (atomic), sample grids, `log.txt`; status changes as short registry transactions.
+//! SIGTERM, SIGINT and SIGUSR1 finish the current step, checkpoint, mark the run
+//! preempted and return [`Outcome::Preempted`] (launchers requeue on its exit code).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ditbench_data::{Builtin, Cursor, Dataset, ImageFolder, ImageFolderOptions, Loader, LoaderConfig, Sampler, SamplerConfig};
+use ditbench_diffusion::{GaussianDiffusion, Sampler as Reverse};
+use ditbench_model::Model;
+use ditbench_track::{RunSpec, Status, StatusChange, Store};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{self, step_seed, Resume};
+use crate::config::RunConfig;
+use crate::ema::Ema;
+use crate::optim::AdamW;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid run config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Model(#[from] ditbench_model::ModelError),
+    #[error(transparent)]
+    Diffusion(#[from] ditbench_diffusion::DiffusionError),
+    #[error(transparent)]
+    Data(#[from] ditbench_data::DataError),
+    #[error(transparent)]
+    Store(#[from] ditbench_track::Error),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// How a run ended (the CLI maps these to exit codes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Finished { step: u64 },
+    /// Stopped by a signal after checkpointing; resumable.
+    Preempted { step: u64 },
+    /// Non-finite loss: marked failed, the last good checkpoint kept.
+    Failed { step: u64, reason: String },
+}
+
+/// What the loop reports to its caller (the CLI draws a progress bar from it).
+pub trait Progress {
+    fn start(&mut self, _first_step: u64, _total: u64) {}
+    fn step(&mut self, _step: u64, _loss: f64) {}
+    fn message(&mut self, _line: &str) {}
+    fn finish(&mut self) {}
+}
+
+/// A progress sink that does nothing.
+#[derive(Debug, Default)]
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Set by SIGTERM / SIGINT / SIGUSR1; checked between steps.
+pub fn install_stop_flag() -> Result<Arc<AtomicBool>, TrainError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGUSR1] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))
+            .map_err(|e| TrainError::Io { path: PathBuf::from("<signal>"), source: e })?;
+    }
+    Ok(flag)
+}
+
+pub fn pick_device(spec: &str) -> Result<Device, TrainError> {
+    match spec {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        s => match s.strip_prefix("cuda:").and_then(|i| i.parse::<usize>().ok()) {
+            Some(i) => cuda(i),
+            None => Err(TrainError::Config(format!("unknown device `{s}`; valid: auto, cpu, cuda, cuda:N"))),
+        },
+    }
+}
+
+fn cuda(i: usize) -> Result<Device, TrainError> {
+    let n = tch::Cuda::device_count() as usize;
+    if i < n {
+        Ok(Device::Cuda(i))
+    } else {
+        Err(TrainError::Config(format!("CUDA device {i} does not exist ({n} visible)")))
+    }
+}
+
+fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}"),
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Appends lines to the run's `log.txt`.
+struct RunLog(std::fs::File);
+
+impl RunLog {
+    fn line(&mut self, progress: &mut dyn Progress, msg: &str) {
+        let _ = writeln!(self.0, "{:.3} {msg}", ditbench_track::now());
+        progress.message(msg);
+    }
+}
+
+fn open_dataset(cfg: &RunConfig) -> Result<Arc<dyn Dataset>, TrainError> {
+    let d = &cfg.data;
+    Ok(match d.kind.as_str() {
+        "builtin" => Arc::new(Builtin::new(d.image_size, d.builtin_len, cfg.train.seed)?),
+        "imagefolder" => {
+            let path = d.path.as_ref().ok_or_else(|| TrainError::Config("data.path missing".into()))?;
+            let opts = ImageFolderOptions::new(d.image_size as u32);
+            Arc::new(ImageFolder::open(path, opts)?)
+        }
+        k => return Err(TrainError::Config(format!("unknown data.kind `{k}`"))),
+    })
+}
+
+/// Registers (idempotently) and trains one run to the end, resuming from its latest
+/// checkpoint when there is one.
+pub fn train(
+    store: &Store,
+    cfg: &RunConfig,
+    stop: &AtomicBool,
+    progress: &mut dyn Progress,
+    provenance: &Provenance,
+) -> Result<Outcome, TrainError> {
+    cfg.validate().map_err(TrainError::Config)?;
+    let t = &cfg.train;
+    if t.threads > 0 {
+        tch::set_num_threads(t.threads as i32);
+    }
+    let device = pick_device(&t.device)?;
+
+    // ---- registry and run folder (before step 0)
+    store.register_sweep(&cfg.sweep, None)?;
+    store.register_run(&RunSpec {
+        id: cfg.run_id.clone(),
+        sweep: cfg.sweep.clone(),
+        model: Some(cfg.model.name.split('/').next().unwrap_or(&cfg.model.name).to_string()),
+        patch: Some(cfg.model.patch_size),
+        n_params: Some(cfg.model.param_count() as i64),
+        gflops: Some(cfg.model.gflops()),
+        git_commit: Some(provenance.git_commit.clone()),
+        git_dirty: Some(provenance.git_dirty),
+    })?;
+    let run_dir = store.run_dir(&cfg.sweep, &cfg.run_id);
+    let config_text = format!("{}\n[provenance]\n{}", cfg.to_toml(), provenance.to_toml(device));
+    store.write_config(&cfg.run_id, &config_text)?;
+    store.set_params(
+        &cfg.run_id,
+        &[
+            ("model", cfg.model.name.clone().into()),
+            ("batch_size", (t.batch_size as i64).into()),
+            ("steps", (t.steps as i64).into()),
+            ("lr", t.optimizer.lr.into()),
+            ("seed", (t.seed as i64).into()),
+            ("data", cfg.data.kind.clone().into()),
+            ("image_size", (cfg.data.image_size as i64).into()),
+        ],
+    )?;
+    let log_path = run_dir.join("log.txt");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| TrainError::Io { path: log_path.clone(), source: e })?;
+    let mut log = RunLog(log_file);
+
+    // ---- model, EMA, optimizer; resume from the latest checkpoint
+    tch::manual_seed(t.seed as i64);
+    let model = Model::new(&cfg.model, device)?;
+    let mut ema = Ema::new(&model, t.ema_decay)?;
+    let mut opt = AdamW::for_model(&model.vs, t.optimizer.into(), t.decay_matrices_only);
+    let ckpt_dir = run_dir.join("checkpoints");
+    let (mut step, mut cursor) = (0u64, Cursor::default());
+    if let Some((_, path)) = checkpoint::list_checkpoints(&ckpt_dir).pop() {
+        let r = checkpoint::load(&path, &model, &mut ema, &mut opt)?;
+        step = r.step;
+        cursor = serde_json::from_str(&r.data_cursor)
+            .map_err(|e| TrainError::Config(format!("{}: bad data cursor: {e}", path.display())))?;
+        log.line(progress, &format!("resumed from {} at step {step}", path.display()));
+    }
+    let attempt_change = StatusChange::new(Status::Running).on(hostname(), device_name(device));
+    store.set_status(&cfg.run_id, &attempt_change)?;
+    let mut writer = store.metric_writer(&cfg.run_id)?;
+
+    // ---- data
+    let dataset = open_dataset(cfg)?;
+    let sampler = Sampler::new(
+        dataset.len(),
+        SamplerConfig { batch_size: t.batch_size, random_flip: cfg.data.random_flip, ..SamplerConfig::new(t.seed, t.batch_size) },
+    )?;
+    let mut loader = Loader::new(dataset, sampler, cursor, LoaderConfig { workers: cfg.data.workers, prefetch: 2 })?;
+
+    let diffusion = GaussianDiffusion::dit("")?;
+    let micro = t.micro_batch.unwrap_or(t.batch_size) as i64;
+    // Training FLOPs per image as the paper counts them: 3 × forward MACs × 2.
+    let flops_per_image = 3.0 * 2.0 * cfg.model.gflops() * 1e9;
+    log.line(
+        progress,
+        &format!(
+            "run {} ({}, {} params, {:.3} Gflops) on {}: steps {step}..{}, batch {} (micro {micro})",
+            cfg.run_id,
+            cfg.model.name,
+            cfg.model.param_count(),
+            cfg.model.gflops(),
+            device_name(device),
+            t.steps,
+            t.batch_size
+        ),
+    );
+    progress.start(step, t.steps);
+
+    let mut window = (Instant::now(), 0u64);
+    let outcome = loop {
+        if step >= t.steps {
+            break Outcome::Finished { step };
+        }
+        if stop.load(Ordering::SeqCst) {
+            break Outcome::Preempted { step };
+        }
+        let batch = loader.next_batch()?;
+        let [n, c, h, w] = batch.shape.map(|v| v as i64);
+        let x = Tensor::from_slice(&batch.pixels).reshape([n, c, h, w]).to_device(device);
+        let y = Tensor::from_slice(&batch.labels).to_device(device);
+
+        // Every step reseeds from (seed, step): exact resume without generator state.
+        tch::manual_seed(step_seed(t.seed, step));
+        let lr = if t.warmup_steps > 0 {
+            t.optimizer.lr * ((step + 1) as f64 / t.warmup_steps as f64).min(1.0)
+        } else {
+            t.optimizer.lr
+        };
+        opt.zero_grad();
+        let (mut loss_sum, mut mse_sum, mut vb_sum) = (0.0, 0.0, 0.0);
+        for (xm, ym) in x.split(micro, 0).iter().zip(y.split(micro, 0).iter()) {
+            let tm = Tensor::randint(diffusion.num_timesteps() as i64, [xm.size()[0]], (Kind::Int64, device));
+            let noise = xm.randn_like();
+            let denoise = |a: &Tensor, b: &Tensor, c: &Tensor| model.dit.forward_t(a, b, c, true);
+            let terms = diffusion.training_losses(&denoise, xm, &tm, ym, &noise)?;
+            // Micro-batch losses weighted so the gradient equals the full batch's mean.
+            let weight = xm.size()[0] as f64 / n as f64;
+            let loss = terms.loss.mean(Kind::Float) * weight;
+            loss.backward();
+            loss_sum += loss.double_value(&[]);
+            mse_sum += terms.mse.mean(Kind::Float).double_value(&[]) * weight;
+            vb_sum += terms.vb.mean(Kind::Float).double_value(&[]) * weight;
+        }
+        if !loss_sum.is_finite() {
+            let reason = format!("non-finite loss {loss_sum} at step {step}");
+            break Outcome::Failed { step, reason };
+        }
+        let grad_norm = opt.grad_norm();
+        if let Some(max) = t.grad_clip {
+            if grad_norm > max {
+                let scale = max / (grad_norm + 1e-6);
+                tch::no_grad(|| {
+                    for p in &opt.params {
+                        let mut g = p.param.grad();
+                        if g.defined() {
+                            let _ = g.g_mul_scalar_(scale);
+                        }
+                    }
+                });
+            }
+        }
+        opt.step(lr);
+        ema.update(&model);
+        step += 1;
+        cursor = batch.next;
+        progress.step(step, loss_sum);
+
+        if step % t.log_every == 0 || step == t.steps {
+            let (since, steps_in_window) = (window.0.elapsed().as_secs_f64(), step - window.1);
+            let step_time = since / steps_in_window.max(1) as f64;
+            let images_per_s = t.batch_size as f64 / step_time;
+            let s = step as i64;
+            writer.log(s, "loss", loss_sum)?;
+            writer.log(s, "mse", mse_sum)?;
+            writer.log(s, "vb", vb_sum)?;
+            writer.log(s, "grad_norm", grad_norm)?;
+            writer.log(s, "lr", lr)?;
+            writer.log(s, "step_time_s", step_time)?;
+            writer.log(s, "images_per_s", images_per_s)?;
+            let tflops = flops_per_image * images_per_s / 1e12;
+            writer.log(s, "tflops", tflops)?;
+            if let Some(peak) = t.peak_tflops {
+                writer.log(s, "mfu", tflops / peak)?;
+            }
+            writer.flush()?;
+            log.line(
+                progress,
+                &format!(
+                    "step {step:>7} loss {loss_sum:.4} (mse {mse_sum:.4} vb {vb_sum:.4}) grad_norm {grad_norm:.3} lr {lr:.2e} {images_per_s:.1} img/s {tflops:.3} TFLOP/s"
+                ),
+            );
+            window = (Instant::now(), step);
+        }
+        if t.ckpt_every > 0 && step % t.ckpt_every == 0 && step < t.steps {
+            save_checkpoint(&ckpt_dir, &model, &ema, &opt, cfg, step, &cursor, &mut log, progress)?;
+        }
+        if t.sample_every > 0 && step % t.sample_every == 0 && step < t.steps {
+            sample_grid(&run_dir, &ema.model, cfg, step, device)?;
+        }
+    };
+    progress.finish();
+    drop(loader);
+
+    // ---- end of the attempt: checkpoint (unless failed), compact, status
+    match &outcome {
+        Outcome::Finished { step } | Outcome::Preempted { step } => {
+            save_checkpoint(&ckpt_dir, &model, &ema, &opt, cfg, *step, &cursor, &mut log, progress)?;
+        }
+        Outcome::Failed { .. } => {}
+    }
+    if matches!(outcome, Outcome::Finished { .. }) {
+        sample_grid(&run_dir, &ema.model, cfg, t.steps, device)?;
+    }
+    writer.close()?;
+    let change = match &outcome {
+        Outcome::Finished { .. } => StatusChange::new(Status::Finished),
+        Outcome::Preempted { step } => {
+            StatusChange::new(Status::Preempted).message(format!("stopped by a signal after step {step}; checkpointed"))
+        }
+        Outcome::Failed { reason, .. } => StatusChange::new(Status::Failed).message(reason.clone()),
+    };
+    store.set_status(&cfg.run_id, &change)?;
+    log.line(progress, &format!("{outcome:?}"));
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(
+    dir: &Path,
+    model: &Model,
+    ema: &Ema,
+    opt: &AdamW,
+    cfg: &RunConfig,
+    step: u64,
+    cursor: &Cursor,
+    log: &mut RunLog,
+    progress: &mut dyn Progress,
+) -> Result<(), TrainError> {
+    let resume = Resume {
+        step,
+        seed: cfg.train.seed,
+        data_cursor: serde_json::to_string(cursor).expect("cursor serialises"),
+    };
+    let path = checkpoint::save(dir, model, ema, opt, &resume, cfg.train.keep_last)?;
+    log.line(progress, &format!("checkpoint {}", path.display()));
+    Ok(())
+}
+
+/// A grid of unguided EMA samples with fixed labels and noise (seeded from the run seed
+/// only), so grids are comparable across steps and runs: one row of 4 per class, up to 10.
+pub fn sample_grid(run_dir: &Path, ema: &Model, cfg: &RunConfig, step: u64, device: Device) -> Result<PathBuf, TrainError> {
+    let mc = &cfg.model;
+    let classes = mc.num_classes.clamp(1, 10);
+    let per_class = 4i64;
+    let n = classes * per_class;
+    tch::manual_seed(step_seed(cfg.train.seed ^ 0x5A3D_1E5, u64::MAX));
+    let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
+    let y = Tensor::arange(classes, (Kind::Int64, device)).repeat_interleave_self_int(per_class, 0, None);
+    let diffusion = GaussianDiffusion::dit(&cfg.train.grid_sampling)?;
+    let sampler = if cfg.train.grid_sampling.starts_with("ddim") { Reverse::Ddim { eta: 0.0 } } else { Reverse::Ddpm };
+    let model_fn = |x: &Tensor, t: &Tensor, y: &Tensor| ema.dit.forward(x, t, y);
+    let mut noise = |x: &Tensor| x.randn_like();
+    let x = diffusion.sample_loop(&model_fn, z, &y, sampler, true, &mut noise, &mut |_, _| {})?;
+    let pixels = Vec::<f32>::try_from(x.to_device(Device::Cpu).clamp(-1.0, 1.0).flatten(0, -1))?;
+    let shape = [n as usize, mc.in_channels as usize, mc.input_size as usize, mc.input_size as usize];
+    let path = run_dir.join("samples").join(format!("{step:07}.png"));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::Io { path: dir.to_path_buf(), source: e })?;
+    }
+    ditbench_data::save_grid_png(&path, &pixels, shape, per_class as usize, 1, 2)?;
+    Ok(path)
+}
+
+/// Where the code that trains came from (written into config.toml).
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    pub ditbench_version: String,
+    pub git_commit: String,
+    pub git_dirty: bool,
+}
+
+impl Provenance {
+    fn to_toml(&self, device: Device) -> String {
+        format!(
+            "ditbench_version = {:?}\ngit_commit = {:?}\ngit_dirty = {}\nhost = {:?}\ndevice = {:?}\n",
+            self.ditbench_version,
+            self.git_commit,
+            self.git_dirty,
+            hostname(),
+            device_name(device)
+        )
+    }
+}
