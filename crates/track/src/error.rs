@@ -1,0 +1,139 @@
+//! The one error type of the run store.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the run store. Every variant names the file or
+/// identifier involved, so that a message printed to a user says what to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store path exists but is not a directory.
+    #[error("run store {0} is not a directory (it is a file); pass --store DIR or set DITBENCH_STORE to a directory")]
+    StoreNotADirectory(PathBuf),
+
+    /// A read-only open found no store at the path.
+    #[error("no run store at {0} (no registry.sqlite there); pass --store DIR or set DITBENCH_STORE")]
+    StoreMissing(PathBuf),
+
+    /// The registry file exists but SQLite cannot read it.
+    #[error("registry {path} is not a readable SQLite database ({source}); nothing was written to it. \
+             The run folders under {store} are untouched: restore the registry from a backup or move it aside")]
+    CorruptRegistry {
+        /// The registry file.
+        path: PathBuf,
+        /// The store directory.
+        store: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+
+    /// The registry was written by a newer ditbench.
+    #[error("registry {path} has schema version {found}, this ditbench knows up to {supported}; upgrade ditbench")]
+    SchemaTooNew {
+        /// The registry file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+
+    /// A read-only open met a registry older than this build (or not initialised).
+    #[error("registry {path} has schema version {found}, this ditbench needs {supported}; \
+             any writing command (e.g. registering a sweep) upgrades it")]
+    SchemaOutdated {
+        /// The registry file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: i64,
+        /// Version this build reads.
+        supported: i64,
+    },
+
+    /// Any other SQLite failure.
+    #[error("registry: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+
+    /// An Arrow encode/decode failure.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// A Parquet encode/decode failure on a given file.
+    #[error("parquet file {path}: {source}")]
+    Parquet {
+        /// The Parquet file.
+        path: PathBuf,
+        /// What the parquet crate said.
+        source: parquet::errors::ParquetError,
+    },
+
+    /// An identifier (run id, sweep name, metric name) was rejected.
+    #[error("invalid {kind} {id:?}: {reason}")]
+    InvalidId {
+        /// "run id", "sweep name", ...
+        kind: &'static str,
+        /// The rejected identifier.
+        id: String,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// No run with that id in the registry.
+    #[error("unknown run {0:?} (not in the registry)")]
+    UnknownRun(String),
+
+    /// No sweep with that name in the registry.
+    #[error("unknown sweep {0:?} (register it first)")]
+    UnknownSweep(String),
+
+    /// The run id is already registered under another sweep.
+    #[error("run {id:?} is already registered in sweep {existing:?}, not {requested:?}")]
+    RunInOtherSweep {
+        /// The run id.
+        id: String,
+        /// The sweep it belongs to.
+        existing: String,
+        /// The sweep it was registered for now.
+        requested: String,
+    },
+
+    /// Another live process holds the run's writer lock.
+    #[error("run {0:?} is being written by another process (its writer lock is held)")]
+    RunLocked(String),
+
+    /// A status string that is not one of the six.
+    #[error("unknown status {0:?}; expected queued, running, finished, failed, preempted or cancelled")]
+    InvalidStatus(String),
+
+    /// A segment or table file whose content could not be decoded.
+    #[error("corrupt file {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Result with the store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|source| Error::Io { op, path: path.to_path_buf(), source })
+    }
+}

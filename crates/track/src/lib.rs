@@ -1,0 +1,87 @@
+//! # ditbench-track: the run store's writing side
+//!
+//! A run store is a directory (default `experiments/`, see [`resolve_store`]):
+//!
+//! ```text
+//! <store>/registry.sqlite             sweeps, runs, params, events, summaries (SQLite, WAL)
+//! <store>/<sweep>/sweep.toml          frozen spec as launched
+//! <store>/<sweep>/<run-id>/
+//!     config.toml                     resolved config            (Store::write_config)
+//!     metrics/NNNNNN.arrows           metric points while writing (Arrow IPC stream)
+//!     evals/NNNNNN.arrows             eval rows while writing     (Arrow IPC stream)
+//!     metrics.parquet, evals.parquet  after compaction
+//!     .writer.lock                    held by the live MetricWriter
+//! ```
+//!
+//! ## Writing a run
+//!
+//! ```no_run
+//! use ditbench_track::{Store, RunSpec, Status, StatusChange, EvalRow};
+//! # fn main() -> ditbench_track::Result<()> {
+//! let store = Store::open("experiments")?;                       // creates + migrates
+//! store.register_sweep("demo", Some("[sweep]\nname = 'demo'\n"))?;
+//! store.register_run(&RunSpec {
+//!     id: "DiT-S-2-s0".into(), sweep: "demo".into(),
+//!     model: Some("DiT-S".into()), patch: Some(2), ..Default::default()
+//! })?;
+//! store.set_params("DiT-S-2-s0", &[("lr", 1e-4.into()), ("batch", 256.into())])?;
+//! store.set_status("DiT-S-2-s0", &StatusChange::new(Status::Running).on("node1", "cuda:0"))?;
+//!
+//! let mut w = store.metric_writer("DiT-S-2-s0")?;  // takes the run's lock, recovers a crash
+//! for step in 0..1000 {
+//!     w.log(step, "loss", 0.1)?;                   // buffered
+//!     if step % 100 == 99 { w.flush()?; }          // durable from here on
+//! }
+//! w.log_eval(&EvalRow { step: 1000, wall_time: 0.0, metric: "fid".into(), value: 68.4,
+//!     num_samples: 50_000, cfg_scale: 1.0, sampler: "ddpm".into(), sampling_steps: 250,
+//!     extractor: "inception-v3".into() })?;
+//! w.close()?;                                      // compacts to Parquet, writes summaries
+//! store.set_status("DiT-S-2-s0", &StatusChange::new(Status::Finished))?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Guarantees
+//!
+//! * **Flushed means durable.** [`MetricWriter::flush`] appends one Arrow IPC record
+//!   batch per table and fsyncs; a kill -9 or power loss after it returns loses none of
+//!   those rows. A kill during a flush leaves a truncated trailing message, which
+//!   readers ignore (they keep every complete batch before it): never a partial row.
+//! * **Compaction is atomic and idempotent.** Parquet files are written to a temporary
+//!   file, fsynced and renamed; each records the highest segment number it contains, so
+//!   a crash at any point neither loses nor duplicates rows. A writer opened on a run
+//!   whose previous writer died compacts what it left first ([`Store::recover_all`]
+//!   does it for every such run).
+//! * **Damaged segments are kept, not deleted**: their readable prefix goes into Parquet
+//!   and the file is renamed `NNNNNN.arrows.corrupt`.
+//! * **Registry**: WAL, 60 s busy timeout, foreign keys, `synchronous=NORMAL` (every
+//!   commit survives a process crash; the file is never corrupted by power loss), short
+//!   `BEGIN IMMEDIATE` transactions, and a `schema_version` table whose migrations run
+//!   inside `BEGIN IMMEDIATE` so that many processes may open a new store at once.
+//!   The `events` table is append-only (enforced by triggers).
+//! * **Identifiers** that become paths (run ids, sweep names) are validated
+//!   ([`validate_id`]): no `/`, `\`, `..`, leading `.`, control characters or empties.
+//!
+//! Reading: [`read_run`] merges a run's Parquet files and pending segments without
+//! changing anything (safe while the run is written); `ditbench-query` builds its SQL
+//! tables from this crate's registry accessors and files.
+//!
+//! This crate links neither libtorch nor polars.
+
+mod error;
+mod fsutil;
+mod ids;
+pub mod segments;
+mod store;
+mod types;
+mod writer;
+
+pub use error::{Error, Result};
+pub use ids::{validate_id, validate_metric_name, MAX_ID_LEN};
+pub use segments::{read_run, EvalColumns, MetricColumns, RunData, Table};
+pub use store::{
+    resolve_store, ParamRow, Store, SweepRecord, BUSY_TIMEOUT, REGISTRY_FILE, SCHEMA_VERSION,
+};
+pub use types::{
+    now, EvalRow, Event, MetricPoint, ParamValue, RunRecord, RunSpec, Source, Status, StatusChange, Summary,
+};
+pub use writer::{CloseReport, MetricWriter, LOCK_FILE, SEGMENT_ROTATE_BYTES};

@@ -1,0 +1,344 @@
+//! The per-run metric writer.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
+use arrow::ipc::writer::StreamWriter;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::sync_dir;
+use crate::ids::validate_metric_name;
+use crate::segments::{compact, segment_path, summarize, CompactReport, RunData, Table};
+use crate::store::Store;
+use crate::types::{now, EvalRow, Summary};
+
+/// A segment is closed and the next one started once it grows past this size.
+pub const SEGMENT_ROTATE_BYTES: u64 = 64 << 20;
+
+/// Name of the writer lock file inside a run folder.
+pub const LOCK_FILE: &str = ".writer.lock";
+
+struct Segment {
+    writer: StreamWriter<BufWriter<File>>,
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl Segment {
+    fn create(run_dir: &Path, table: Table, number: u64) -> Result<Segment> {
+        let dir = table.segment_dir(run_dir);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).ctx("create segment directory", &dir)?;
+            sync_dir(run_dir)?;
+        }
+        let path = segment_path(run_dir, table, number);
+        let file = OpenOptions::new().write(true).create_new(true).open(&path).ctx("create segment", &path)?;
+        let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &table.segment_schema())?;
+        Ok(Segment { writer, path, bytes: 0 })
+    }
+
+    /// Appends a batch, pushes it to the OS and fsyncs the file.
+    fn append(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch)?;
+        let buf = self.writer.get_mut();
+        buf.flush().ctx("write segment", &self.path)?;
+        let file = buf.get_ref();
+        file.sync_data().ctx("sync segment", &self.path)?;
+        self.bytes = file.metadata().map(|m| m.len()).unwrap_or(self.bytes);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct MetricBuffer {
+    step: Int64Builder,
+    wall_time: Float64Builder,
+    name: StringBuilder,
+    value: Float64Builder,
+    rows: usize,
+}
+
+impl MetricBuffer {
+    fn finish(&mut self) -> Result<RecordBatch> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.step.finish()),
+            Arc::new(self.wall_time.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.value.finish()),
+        ];
+        self.rows = 0;
+        Ok(RecordBatch::try_new(Table::Metrics.segment_schema(), cols)?)
+    }
+}
+
+#[derive(Default)]
+struct EvalBuffer {
+    step: Int64Builder,
+    wall_time: Float64Builder,
+    metric: StringBuilder,
+    value: Float64Builder,
+    num_samples: Int64Builder,
+    cfg_scale: Float64Builder,
+    sampler: StringBuilder,
+    sampling_steps: Int64Builder,
+    extractor: StringBuilder,
+    rows: usize,
+}
+
+impl EvalBuffer {
+    fn finish(&mut self) -> Result<RecordBatch> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.step.finish()),
+            Arc::new(self.wall_time.finish()),
+            Arc::new(self.metric.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.num_samples.finish()),
+            Arc::new(self.cfg_scale.finish()),
+            Arc::new(self.sampler.finish()),
+            Arc::new(self.sampling_steps.finish()),
+            Arc::new(self.extractor.finish()),
+        ];
+        self.rows = 0;
+        Ok(RecordBatch::try_new(Table::Evals.segment_schema(), cols)?)
+    }
+}
+
+/// What [`MetricWriter::close`] did.
+#[derive(Debug)]
+pub struct CloseReport {
+    /// Metric points in `metrics.parquet`.
+    pub metric_rows: usize,
+    /// Eval rows in `evals.parquet`.
+    pub eval_rows: usize,
+    /// The summaries written to the registry.
+    pub summaries: Vec<Summary>,
+    /// Truncated or damaged segments met during compaction (readable prefixes kept).
+    pub warnings: Vec<String>,
+    /// Damaged segments renamed `*.arrows.corrupt`.
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// Appends a run's metric points and eval rows to Arrow IPC stream segments.
+///
+/// * [`log`](Self::log) / [`log_at`](Self::log_at) / [`log_eval`](Self::log_eval)
+///   only buffer in memory;
+/// * [`flush`](Self::flush) appends one record batch per table to the current segment
+///   and fsyncs it: when it returns, those rows survive a kill -9 or power loss;
+/// * [`close`](Self::close) flushes, compacts all segments into `metrics.parquet` /
+///   `evals.parquet` and writes the run's summaries to the registry.
+///
+/// Opening a writer takes the run's exclusive lock (`<run>/.writer.lock`, released
+/// by the OS when the process dies) and compacts segments left by an earlier writer,
+/// keeping the readable prefix of a truncated one. Each writer session writes new
+/// segment files, never appending to old ones. Dropping a writer without `close`
+/// flushes (best effort) but does not compact.
+pub struct MetricWriter {
+    store: Store,
+    run_id: String,
+    dir: PathBuf,
+    _lock: File,
+    next_number: u64,
+    metrics_seg: Option<Segment>,
+    evals_seg: Option<Segment>,
+    mbuf: MetricBuffer,
+    ebuf: EvalBuffer,
+    flushed_metric_rows: u64,
+    flushed_eval_rows: u64,
+    recovered: Option<CompactReport>,
+}
+
+impl std::fmt::Debug for MetricWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricWriter").field("run_id", &self.run_id).field("dir", &self.dir).finish()
+    }
+}
+
+impl MetricWriter {
+    pub(crate) fn open(store: Store, dir: PathBuf, run_id: String) -> Result<MetricWriter> {
+        std::fs::create_dir_all(&dir).ctx("create run directory", &dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx("open writer lock", &lock_path)?;
+        match fs4::FileExt::try_lock(&lock) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => return Err(Error::RunLocked(run_id)),
+            Err(fs4::TryLockError::Error(e)) => {
+                return Err(Error::Io { op: "lock", path: lock_path, source: e });
+            }
+        }
+        // Whatever an earlier (killed) writer left is compacted first, so that this
+        // session starts from a clean folder and numbers its segments after the rest.
+        let report = compact(&dir, &run_id)?;
+        let recovered = if report.merged_segments > 0 || !report.quarantined.is_empty() {
+            let summaries = summarize(&run_id, &report.data);
+            store.replace_summaries(&run_id, &summaries)?;
+            Some(report)
+        } else {
+            None
+        };
+        let next_number = recovered.as_ref().map(|r| r.max_segment).unwrap_or(0).max(max_number(&dir)?) + 1;
+        Ok(MetricWriter {
+            store,
+            run_id,
+            dir,
+            _lock: lock,
+            next_number,
+            metrics_seg: None,
+            evals_seg: None,
+            mbuf: MetricBuffer::default(),
+            ebuf: EvalBuffer::default(),
+            flushed_metric_rows: 0,
+            flushed_eval_rows: 0,
+            recovered,
+        })
+    }
+
+    /// The run id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// When opening found segments from an earlier, killed writer: what compacting them did.
+    pub fn recovered(&self) -> Option<&CompactReport> {
+        self.recovered.as_ref()
+    }
+
+    /// Buffers a metric point stamped with the current wall time.
+    pub fn log(&mut self, step: i64, name: &str, value: f64) -> Result<()> {
+        self.log_at(step, now(), name, value)
+    }
+
+    /// Buffers a metric point with an explicit wall time (Unix seconds).
+    pub fn log_at(&mut self, step: i64, wall_time: f64, name: &str, value: f64) -> Result<()> {
+        validate_metric_name(name)?;
+        self.mbuf.step.append_value(step);
+        self.mbuf.wall_time.append_value(wall_time);
+        self.mbuf.name.append_value(name);
+        self.mbuf.value.append_value(value);
+        self.mbuf.rows += 1;
+        Ok(())
+    }
+
+    /// Buffers an eval row.
+    pub fn log_eval(&mut self, row: &EvalRow) -> Result<()> {
+        validate_metric_name(&row.metric)?;
+        let b = &mut self.ebuf;
+        b.step.append_value(row.step);
+        b.wall_time.append_value(row.wall_time);
+        b.metric.append_value(&row.metric);
+        b.value.append_value(row.value);
+        b.num_samples.append_value(row.num_samples);
+        b.cfg_scale.append_value(row.cfg_scale);
+        b.sampler.append_value(&row.sampler);
+        b.sampling_steps.append_value(row.sampling_steps);
+        b.extractor.append_value(&row.extractor);
+        b.rows += 1;
+        Ok(())
+    }
+
+    /// Rows buffered and not yet flushed (metrics + evals).
+    pub fn buffered(&self) -> usize {
+        self.mbuf.rows + self.ebuf.rows
+    }
+
+    /// Rows made durable so far by this writer (metrics, evals).
+    pub fn flushed(&self) -> (u64, u64) {
+        (self.flushed_metric_rows, self.flushed_eval_rows)
+    }
+
+    fn segment(&mut self, table: Table) -> Result<&mut Segment> {
+        let slot = match table {
+            Table::Metrics => &mut self.metrics_seg,
+            Table::Evals => &mut self.evals_seg,
+        };
+        if slot.as_ref().is_some_and(|s| s.bytes > SEGMENT_ROTATE_BYTES) {
+            *slot = None;
+        }
+        if slot.is_none() {
+            // A fresh number for each new segment; both tables share the sequence.
+            let n = self.next_number;
+            self.next_number += 1;
+            let seg = Segment::create(&self.dir, table, n)?;
+            sync_dir(&table.segment_dir(&self.dir))?;
+            *slot = Some(seg);
+        }
+        Ok(slot.as_mut().expect("segment just created"))
+    }
+
+    /// Writes all buffered rows to the current segments and fsyncs them. When this
+    /// returns `Ok`, every row logged so far survives a crash.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.mbuf.rows > 0 {
+            let n = self.mbuf.rows as u64;
+            let batch = self.mbuf.finish()?;
+            self.segment(Table::Metrics)?.append(&batch)?;
+            self.flushed_metric_rows += n;
+        }
+        if self.ebuf.rows > 0 {
+            let n = self.ebuf.rows as u64;
+            let batch = self.ebuf.finish()?;
+            self.segment(Table::Evals)?.append(&batch)?;
+            self.flushed_eval_rows += n;
+        }
+        Ok(())
+    }
+
+    /// Flushes, compacts the run's segments into Parquet and stores its summaries
+    /// in the registry. The writer lock is released afterwards.
+    pub fn close(mut self) -> Result<CloseReport> {
+        self.flush()?;
+        for seg in [self.metrics_seg.take(), self.evals_seg.take()].into_iter().flatten() {
+            let mut w = seg.writer;
+            w.finish()?;
+            let buf = w.get_mut();
+            buf.flush().ctx("write segment", &seg.path)?;
+            buf.get_ref().sync_data().ctx("sync segment", &seg.path)?;
+        }
+        let report = compact(&self.dir, &self.run_id)?;
+        let summaries = summarize(&self.run_id, &report.data);
+        self.store.replace_summaries(&self.run_id, &summaries)?;
+        Ok(CloseReport {
+            metric_rows: report.data.metrics.len(),
+            eval_rows: report.data.evals.len(),
+            summaries,
+            warnings: report.data.warnings,
+            quarantined: report.quarantined,
+        })
+    }
+
+    /// Reads the run's tables as they are on disk now (Parquet + flushed segments).
+    pub fn read_back(&self) -> Result<RunData> {
+        crate::segments::read_run(&self.dir)
+    }
+}
+
+impl Drop for MetricWriter {
+    fn drop(&mut self) {
+        if self.buffered() > 0 {
+            let _ = self.flush();
+        }
+    }
+}
+
+fn max_number(dir: &Path) -> Result<u64> {
+    let mut m = 0;
+    for t in Table::ALL {
+        for s in crate::segments::list_segments(dir, t)? {
+            m = m.max(s.number);
+        }
+        m = m.max(crate::segments::parquet_covered(dir, t)?);
+    }
+    Ok(m)
+}

@@ -1,0 +1,317 @@
+//! Write/read round trips, compared against the exact rows each test wrote.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ditbench_track::segments::{list_segments, read_segment, SegmentState};
+use ditbench_track::{
+    read_run, EvalRow, MetricPoint, ParamValue, RunSpec, Source, Status, StatusChange, Store, Table,
+};
+
+fn spec(id: &str, sweep: &str) -> RunSpec {
+    RunSpec {
+        id: id.into(),
+        sweep: sweep.into(),
+        model: Some("DiT-S".into()),
+        patch: Some(2),
+        n_params: Some(33_000_000),
+        gflops: Some(6.06),
+        git_commit: Some("abc123".into()),
+        git_dirty: Some(false),
+    }
+}
+
+fn new_store(dir: &Path) -> Store {
+    let s = Store::open(dir.join("store")).unwrap();
+    s.register_sweep("sw", Some("[sweep]\nname = \"sw\"\n")).unwrap();
+    s
+}
+
+/// The points a test writes: a deterministic but irregular pattern with NaN,
+/// negative, huge and repeated values.
+fn points(n_steps: i64, start: i64) -> Vec<MetricPoint> {
+    let mut out = Vec::new();
+    for step in start..start + n_steps {
+        for (k, name) in ["loss", "grad_norm", "lr", "loss/vb"].iter().enumerate() {
+            let value = match (step + k as i64) % 17 {
+                0 => f64::NAN,
+                1 => -1e300,
+                2 => 1e-300,
+                _ => (step as f64).sin() * (k as f64 + 1.0),
+            };
+            out.push(MetricPoint { step, wall_time: 1.7e9 + step as f64 * 0.01, name: (*name).into(), value });
+        }
+    }
+    out
+}
+
+fn eval(step: i64, metric: &str, value: f64) -> EvalRow {
+    EvalRow {
+        step,
+        wall_time: 1.7e9 + step as f64,
+        metric: metric.into(),
+        value,
+        num_samples: 50_000,
+        cfg_scale: 1.5,
+        sampler: "ddpm".into(),
+        sampling_steps: 250,
+        extractor: "inception-v3".into(),
+    }
+}
+
+/// Bitwise comparison so that NaN == NaN.
+fn assert_points_eq(got: &[MetricPoint], want: &[MetricPoint]) {
+    assert_eq!(got.len(), want.len(), "row count");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            g.step == w.step
+                && g.name == w.name
+                && g.value.to_bits() == w.value.to_bits()
+                && g.wall_time.to_bits() == w.wall_time.to_bits(),
+            "row {i}: got {g:?}, want {w:?}"
+        );
+    }
+}
+
+#[test]
+fn metrics_and_evals_round_trip_through_segments_and_parquet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    assert!(store.register_run(&spec("r1", "sw")).unwrap());
+    let want = points(250, 0);
+    let evals = vec![eval(100, "fid", 80.5), eval(200, "fid", 60.25), eval(200, "is", f64::NAN)];
+
+    let mut w = store.metric_writer("r1").unwrap();
+    for (i, p) in want.iter().enumerate() {
+        w.log_at(p.step, p.wall_time, &p.name, p.value).unwrap();
+        if i % 97 == 0 {
+            w.flush().unwrap();
+        }
+    }
+    for e in &evals {
+        w.log_eval(e).unwrap();
+    }
+    w.flush().unwrap();
+    // Before close: read back from segments.
+    let before = w.read_back().unwrap();
+    assert!(before.pending);
+    assert_points_eq(&before.metrics.points(), &want);
+    assert_eq!(before.evals.len(), 3);
+
+    let report = w.close().unwrap();
+    assert_eq!(report.metric_rows, want.len());
+    assert_eq!(report.eval_rows, evals.len());
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+
+    let dir = store.root().join("sw").join("r1");
+    assert!(dir.join("metrics.parquet").is_file());
+    assert!(dir.join("evals.parquet").is_file());
+    assert!(list_segments(&dir, Table::Metrics).unwrap().is_empty(), "segments removed after compaction");
+    let after = read_run(&dir).unwrap();
+    assert!(!after.pending);
+    assert_points_eq(&after.metrics.points(), &want);
+    let got_evals = after.evals.rows();
+    assert_eq!(got_evals.len(), evals.len());
+    for (g, e) in got_evals.iter().zip(&evals) {
+        assert_eq!((g.step, &g.metric, &g.sampler, g.num_samples), (e.step, &e.metric, &e.sampler, e.num_samples));
+        assert_eq!(g.value.to_bits(), e.value.to_bits());
+    }
+
+    // Summaries against a brute-force computation over the rows written.
+    let sums = store.summaries(Some("r1")).unwrap();
+    let mut by_name: BTreeMap<&str, Vec<&MetricPoint>> = BTreeMap::new();
+    for p in &want {
+        by_name.entry(&p.name).or_default().push(p);
+    }
+    for (name, pts) in &by_name {
+        let s = sums.iter().find(|s| s.metric == *name && s.source == Source::Metric).unwrap();
+        assert_eq!(s.count, pts.len() as i64);
+        let last = pts.iter().max_by_key(|p| p.step).unwrap();
+        assert_eq!((s.last_step, s.last.to_bits()), (last.step, last.value.to_bits()));
+        let finite: Vec<_> = pts.iter().filter(|p| !p.value.is_nan()).collect();
+        let min = finite.iter().map(|p| p.value).fold(f64::INFINITY, f64::min);
+        let max = finite.iter().map(|p| p.value).fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(s.min, min, "{name} min");
+        assert_eq!(s.max, max, "{name} max");
+        assert_eq!(s.min_step, finite.iter().find(|p| p.value == min).unwrap().step);
+        assert_eq!(s.max_step, finite.iter().find(|p| p.value == max).unwrap().step);
+    }
+    let fid = sums.iter().find(|s| s.metric == "fid" && s.source == Source::Eval).unwrap();
+    assert_eq!((fid.min, fid.min_step, fid.last, fid.count), (60.25, 200, 60.25, 2));
+}
+
+#[test]
+fn second_session_appends_after_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    store.register_run(&spec("r1", "sw")).unwrap();
+    let first = points(30, 0);
+    let second = points(30, 30);
+    for chunk in [&first, &second] {
+        let mut w = store.metric_writer("r1").unwrap();
+        for p in chunk.iter() {
+            w.log_at(p.step, p.wall_time, &p.name, p.value).unwrap();
+        }
+        w.close().unwrap();
+    }
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_points_eq(&read_run(&store.root().join("sw/r1")).unwrap().metrics.points(), &all);
+}
+
+#[test]
+fn a_second_writer_on_the_same_run_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    store.register_run(&spec("r1", "sw")).unwrap();
+    let _w = store.metric_writer("r1").unwrap();
+    let err = store.metric_writer("r1").unwrap_err();
+    assert!(matches!(err, ditbench_track::Error::RunLocked(_)), "{err}");
+}
+
+#[test]
+fn truncation_at_every_byte_keeps_exactly_the_complete_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    store.register_run(&spec("r1", "sw")).unwrap();
+    let dir = store.root().join("sw/r1");
+    let want = points(12, 0);
+    // Three flushes of 16 points; remember the file size after each.
+    let mut w = store.metric_writer("r1").unwrap();
+    let mut sizes = Vec::new();
+    for chunk in want.chunks(16) {
+        for p in chunk {
+            w.log_at(p.step, p.wall_time, &p.name, p.value).unwrap();
+        }
+        w.flush().unwrap();
+        let seg = &list_segments(&dir, Table::Metrics).unwrap()[0];
+        sizes.push(std::fs::metadata(&seg.path).unwrap().len());
+    }
+    drop(w);
+    let seg = list_segments(&dir, Table::Metrics).unwrap()[0].path.clone();
+    let full = std::fs::read(&seg).unwrap();
+    assert_eq!(full.len() as u64, sizes[2]);
+    for cut in 0..=full.len() {
+        std::fs::write(&seg, &full[..cut]).unwrap();
+        let complete = sizes.iter().filter(|&&s| s as usize <= cut).count();
+        let data = read_run(&dir).unwrap();
+        assert_points_eq(&data.metrics.points(), &want[..complete * 16]);
+        let state = read_segment(&seg, Table::Metrics).unwrap().state;
+        // A cut at a message boundary leaves a complete stream; anywhere else after the
+        // first batch it is a truncation (before it, the schema message ends somewhere).
+        if sizes.contains(&(cut as u64)) {
+            assert_eq!(state, SegmentState::Complete, "cut {cut}");
+        } else if cut as u64 > sizes[0] {
+            assert!(matches!(state, SegmentState::Truncated { .. }), "cut {cut}: {state:?}");
+        } else {
+            assert!(!matches!(state, SegmentState::Corrupt(_)), "cut {cut}: {state:?}");
+        }
+    }
+    // Recovery through a new writer keeps the prefix, compacts, and later writes follow.
+    std::fs::write(&seg, &full[..sizes[1] as usize + 10]).unwrap();
+    let mut w = store.metric_writer("r1").unwrap();
+    let rec = w.recovered().expect("recovered");
+    assert_eq!(rec.data.metrics.len(), 32);
+    assert!(rec.quarantined.is_empty());
+    assert_eq!(rec.data.warnings.len(), 1, "{:?}", rec.data.warnings);
+    w.log_at(99, 1.0, "loss", 1.5).unwrap();
+    w.close().unwrap();
+    let mut expect = want[..32].to_vec();
+    expect.push(MetricPoint { step: 99, wall_time: 1.0, name: "loss".into(), value: 1.5 });
+    assert_points_eq(&read_run(&dir).unwrap().metrics.points(), &expect);
+}
+
+#[test]
+fn segments_left_beside_their_parquet_are_not_counted_twice() {
+    // Simulates a crash after the Parquet rename and before the segments were deleted.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    store.register_run(&spec("r1", "sw")).unwrap();
+    let dir = store.root().join("sw/r1");
+    let want = points(20, 0);
+    let mut w = store.metric_writer("r1").unwrap();
+    for p in &want {
+        w.log_at(p.step, p.wall_time, &p.name, p.value).unwrap();
+    }
+    w.flush().unwrap();
+    let seg = list_segments(&dir, Table::Metrics).unwrap()[0].path.clone();
+    let saved = std::fs::read(&seg).unwrap();
+    w.close().unwrap();
+    std::fs::create_dir_all(seg.parent().unwrap()).unwrap();
+    std::fs::write(&seg, &saved).unwrap();
+    assert_points_eq(&read_run(&dir).unwrap().metrics.points(), &want);
+    let w = store.metric_writer("r1").unwrap();
+    w.close().unwrap();
+    assert!(!seg.exists());
+    assert_points_eq(&read_run(&dir).unwrap().metrics.points(), &want);
+}
+
+#[test]
+fn registry_round_trip_params_status_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    assert!(store.register_run(&spec("r1", "sw")).unwrap());
+    assert!(!store.register_run(&spec("r1", "sw")).unwrap(), "re-registering is a no-op");
+    let r = store.run("r1").unwrap();
+    assert_eq!((r.status, r.attempt, r.model.as_deref(), r.patch), (Status::Queued, 0, Some("DiT-S"), Some(2)));
+
+    store
+        .set_params(
+            "r1",
+            &[
+                ("lr", ParamValue::Float(1e-4)),
+                ("batch", ParamValue::Int(256)),
+                ("ema", ParamValue::Bool(true)),
+                ("vae", ParamValue::Str("ema".into())),
+            ],
+        )
+        .unwrap();
+    store.set_params("r1", &[("batch", ParamValue::Int(128))]).unwrap();
+    let params: BTreeMap<String, ParamValue> =
+        store.params(Some("r1")).unwrap().into_iter().map(|p| (p.key, p.value)).collect();
+    assert_eq!(params["lr"], ParamValue::Float(1e-4));
+    assert_eq!(params["batch"], ParamValue::Int(128));
+    assert_eq!(params["ema"], ParamValue::Bool(true));
+    assert_eq!(params["vae"], ParamValue::Str("ema".into()));
+
+    assert_eq!(store.set_status("r1", &StatusChange::new(Status::Running).on("h1", "cpu")).unwrap(), 1);
+    assert_eq!(
+        store.set_status("r1", &StatusChange::new(Status::Preempted).message("SIGTERM")).unwrap(),
+        1
+    );
+    let r = store.run("r1").unwrap();
+    assert_eq!((r.status, r.error.as_deref(), r.host.as_deref()), (Status::Preempted, Some("SIGTERM"), Some("h1")));
+    assert!(r.ended_at.is_some());
+    assert_eq!(store.set_status("r1", &StatusChange::new(Status::Running)).unwrap(), 2);
+    let r = store.run("r1").unwrap();
+    assert_eq!((r.attempt, r.error.as_deref(), r.ended_at), (2, None, None));
+    store.set_status("r1", &StatusChange::new(Status::Finished)).unwrap();
+    let ev: Vec<(Status, i64)> = store.events(Some("r1")).unwrap().iter().map(|e| (e.status, e.attempt)).collect();
+    assert_eq!(
+        ev,
+        vec![
+            (Status::Queued, 0),
+            (Status::Running, 1),
+            (Status::Preempted, 1),
+            (Status::Running, 2),
+            (Status::Finished, 2)
+        ]
+    );
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+
+    // A second connection sees the same.
+    let ro = Store::open_read_only(store.root()).unwrap();
+    assert_eq!(ro.run("r1").unwrap().status, Status::Finished);
+    assert!(store.root().join("sw/sweep.toml").is_file());
+}
+
+#[test]
+fn resolve_store_precedence() {
+    // One test touches the environment, so no other test races on it.
+    std::env::set_var("DITBENCH_STORE", "/tmp/from-env");
+    assert_eq!(ditbench_track::resolve_store(Some("flag".into())), Path::new("flag"));
+    assert_eq!(ditbench_track::resolve_store(None), Path::new("/tmp/from-env"));
+    std::env::set_var("DITBENCH_STORE", "");
+    assert_eq!(ditbench_track::resolve_store(None), Path::new("experiments"));
+    std::env::remove_var("DITBENCH_STORE");
+    assert_eq!(ditbench_track::resolve_store(None), Path::new("experiments"));
+}
