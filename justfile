@@ -53,6 +53,16 @@ demo: build
 bench: setup
     cargo build --locked --release -p ditbench-train --example train_step_bench
     "$CARGO_TARGET_DIR/release/examples/train_step_bench"
+    just bench-store
+
+# The run store against MLflow's SQLite backend (installs mlflow into the venv once).
+bench-store: setup
+    .venv/bin/python -c 'import mlflow' 2>/dev/null || .venv/bin/python -m pip install --quiet mlflow
+    rm -rf "$CARGO_TARGET_DIR/bench" && mkdir -p "$CARGO_TARGET_DIR/bench"
+    cargo run --locked --release -p ditbench-track --example log_bench -- --dir "$CARGO_TARGET_DIR/bench/store" --json "$CARGO_TARGET_DIR/bench/log.json"
+    cargo run --locked --release -p ditbench-track --example log_bench -- --writers 4 --json "$CARGO_TARGET_DIR/bench/log4.json"
+    cargo run --locked -p ditbench-query --example store_bench -- --queries-only --dir "$CARGO_TARGET_DIR/bench/store" --json "$CARGO_TARGET_DIR/bench/query.json"
+    .venv/bin/python scripts/bench/mlflow_bench.py --runs 20 --query-runs 1000 --ditbench-json "$CARGO_TARGET_DIR/bench/log.json" --ditbench-json "$CARGO_TARGET_DIR/bench/query.json"
 
 # Regenerate the PyTorch reference fixtures (only when the reference scripts change).
 fixtures: setup

@@ -2,6 +2,8 @@
 
 mod doctor;
 mod models;
+#[cfg(feature = "query")]
+mod runs;
 mod train;
 
 use std::path::PathBuf;
@@ -24,8 +26,8 @@ pub(crate) const VERSION: &str = concat!(
     about = "A workbench for scaling studies of Diffusion Transformers (DiT, Peebles & Xie 2023)"
 )]
 struct Cli {
-    /// Run store folder (default: ./experiments).
-    #[arg(long, global = true, env = "DITBENCH_STORE")]
+    /// Run store folder [env: DITBENCH_STORE] [default: experiments].
+    #[arg(long, global = true, value_name = "DIR")]
     store: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -45,16 +47,22 @@ enum Command {
     /// resuming from its latest checkpoint. Exit codes: 0 finished, 75 preempted
     /// (checkpointed, requeue), 1 failed, 2 bad input.
     Train(train::TrainArgs),
+    /// Query the run store (read-only): SQL over runs, params, metrics, evals, summaries;
+    /// list, show, compare, export.
+    #[cfg(feature = "query")]
+    Runs(runs::RunsArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
-    let store = cli.store.clone().unwrap_or_else(|| PathBuf::from("experiments"));
+    let store = ditbench_track::resolve_store(cli.store.clone());
     let result = match cli.command {
         Command::Models(args) => models::run_models(&args).map(|()| 0),
         Command::Import(args) => models::run_import(&args).map(|()| 0),
         Command::Doctor => doctor::run(&store).map(|()| 0),
         Command::Train(args) => train::run_train(&store, &args),
+        #[cfg(feature = "query")]
+        Command::Runs(args) => runs::run(&store, args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -116,7 +116,8 @@ pub fn run(store: &Path, args: RunsArgs) -> anyhow::Result<()> {
 /// Like [`run`], writing to `out` (warnings go to stderr).
 pub fn run_to(store: &Path, args: RunsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let open = |sweep: Option<&str>| {
-        RunStore::open(store, sweep).with_context(|| format!("opening run store {}", store.display()))
+        RunStore::open(store, sweep)
+            .with_context(|| format!("opening run store {}", store.display()))
     };
     let rs;
     match args.command {
@@ -125,7 +126,12 @@ pub fn run_to(store: &Path, args: RunsArgs, out: &mut dyn Write) -> anyhow::Resu
             let mut df = rs.sql(&sql)?;
             emit(&mut df, &output, out)?;
         }
-        RunsCommand::List { scope, status, where_expr, output } => {
+        RunsCommand::List {
+            scope,
+            status,
+            where_expr,
+            output,
+        } => {
             rs = open(scope.sweep.as_deref())?;
             let mut df = rs.list(status.as_deref(), where_expr.as_deref())?;
             emit(&mut df, &output, out)?;
@@ -140,7 +146,12 @@ pub fn run_to(store: &Path, args: RunsArgs, out: &mut dyn Write) -> anyhow::Resu
             }
             writeln!(out, "{:<11} {}", "folder", d.dir.display())?;
             let ckpt = d.last_checkpoint.as_ref().map(|p| p.display().to_string());
-            writeln!(out, "{:<11} {}", "checkpoint", ckpt.as_deref().unwrap_or("(none)"))?;
+            writeln!(
+                out,
+                "{:<11} {}",
+                "checkpoint",
+                ckpt.as_deref().unwrap_or("(none)")
+            )?;
             for n in &d.notes {
                 writeln!(out, "note: {n}")?;
             }
@@ -164,7 +175,11 @@ pub fn run_to(store: &Path, args: RunsArgs, out: &mut dyn Write) -> anyhow::Resu
             let mut df = rs.compare(&ids)?;
             emit(&mut df, &output, out)?;
         }
-        RunsCommand::Export { table, scope, output } => {
+        RunsCommand::Export {
+            table,
+            scope,
+            output,
+        } => {
             rs = open(scope.sweep.as_deref())?;
             let mut df = rs.table(&table)?.collect().context("reading the table")?;
             emit(&mut df, &output, out)?;
@@ -176,7 +191,11 @@ pub fn run_to(store: &Path, args: RunsArgs, out: &mut dyn Write) -> anyhow::Resu
     Ok(())
 }
 
-fn emit(df: &mut ditbench_query::DataFrame, output: &Output, out: &mut dyn Write) -> anyhow::Result<()> {
+fn emit(
+    df: &mut ditbench_query::DataFrame,
+    output: &Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let format = output.format();
     write_output(df, &format, out)?;
     if let OutputFormat::Parquet(p) = &format {

@@ -79,3 +79,37 @@ fn bad_input_gives_clear_errors_and_exit_code_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("multiple of 8"));
 }
+
+/// A run trained by the binary is visible to `ditbench runs` (the query layer reading the
+/// store the training wrote), with the losses it logged.
+#[test]
+fn train_then_query_the_store() {
+    let store = std::env::temp_dir().join(format!("ditbench-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    let out = ditbench()
+        .args(["--store"])
+        .arg(&store)
+        .args(["train", "--model", "S/4", "--depth", "1", "--image-size", "8", "--steps", "4"])
+        .args(["--batch-size", "4", "--log-every", "2", "--device", "cpu", "--sweep", "e2e"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("finished at step 4"), "{stdout}");
+
+    let q = ditbench()
+        .args(["--store"])
+        .arg(&store)
+        .args(["runs", "query", "SELECT step, value FROM metrics WHERE name = 'loss' ORDER BY step", "--json"])
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["step"].as_i64().unwrap()).collect::<Vec<_>>(), vec![2, 4]);
+    assert!(rows.iter().all(|r| r["value"].as_f64().unwrap().is_finite()));
+
+    let l = ditbench().args(["--store"]).arg(&store).args(["runs", "list", "--csv"]).output().unwrap();
+    let csv = String::from_utf8(l.stdout).unwrap();
+    assert!(csv.contains(",e2e,") && csv.contains("finished"), "{csv}");
+}

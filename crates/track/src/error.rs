@@ -11,7 +11,9 @@ pub enum Error {
     StoreNotADirectory(PathBuf),
 
     /// A read-only open found no store at the path.
-    #[error("no run store at {0} (no registry.sqlite there); pass --store DIR or set DITBENCH_STORE")]
+    #[error(
+        "no run store at {0} (no registry.sqlite there); pass --store DIR or set DITBENCH_STORE"
+    )]
     StoreMissing(PathBuf),
 
     /// The registry file exists but SQLite cannot read it.
@@ -38,8 +40,10 @@ pub enum Error {
     },
 
     /// A read-only open met a registry older than this build (or not initialised).
-    #[error("registry {path} has schema version {found}, this ditbench needs {supported}; \
-             any writing command (e.g. registering a sweep) upgrades it")]
+    #[error(
+        "registry {path} has schema version {found}, this ditbench needs {supported}; \
+             any writing command (e.g. registering a sweep) upgrades it"
+    )]
     SchemaOutdated {
         /// The registry file.
         path: PathBuf,
@@ -112,7 +116,9 @@ pub enum Error {
     RunLocked(String),
 
     /// A status string that is not one of the six.
-    #[error("unknown status {0:?}; expected queued, running, finished, failed, preempted or cancelled")]
+    #[error(
+        "unknown status {0:?}; expected queued, running, finished, failed, preempted or cancelled"
+    )]
     InvalidStatus(String),
 
     /// A segment or table file whose content could not be decoded.
@@ -134,6 +140,10 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
-        self.map_err(|source| Error::Io { op, path: path.to_path_buf(), source })
+        self.map_err(|source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }

@@ -10,7 +10,13 @@ pub const MAX_ID_LEN: usize = 200;
 /// characters, no leading or trailing whitespace. `kind` ("run id", "sweep name")
 /// is used in the error message.
 pub fn validate_id(kind: &'static str, id: &str) -> Result<()> {
-    let bad = |reason| Err(Error::InvalidId { kind, id: id.to_string(), reason });
+    let bad = |reason| {
+        Err(Error::InvalidId {
+            kind,
+            id: id.to_string(),
+            reason,
+        })
+    };
     if id.is_empty() {
         return bad("it is empty");
     }
@@ -37,7 +43,13 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<()> {
 
 /// Checks a metric or eval name: non-empty, at most 200 bytes, no control characters.
 pub fn validate_metric_name(name: &str) -> Result<()> {
-    let bad = |reason| Err(Error::InvalidId { kind: "metric name", id: name.to_string(), reason });
+    let bad = |reason| {
+        Err(Error::InvalidId {
+            kind: "metric name",
+            id: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -63,7 +75,10 @@ mod tests {
 
     #[test]
     fn rejects_unsafe_ids() {
-        for id in ["", "a/b", "..", "a..b", "../x", ".hidden", "a\\b", "a\nb", "a\0b", " a", "a ", "\u{7f}"] {
+        for id in [
+            "", "a/b", "..", "a..b", "../x", ".hidden", "a\\b", "a\nb", "a\0b", " a", "a ",
+            "\u{7f}",
+        ] {
             let e = validate_id("run id", id).unwrap_err();
             assert!(matches!(e, Error::InvalidId { .. }), "{id:?}: {e}");
         }

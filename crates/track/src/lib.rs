@@ -82,6 +82,7 @@ pub use store::{
     resolve_store, ParamRow, Store, SweepRecord, BUSY_TIMEOUT, REGISTRY_FILE, SCHEMA_VERSION,
 };
 pub use types::{
-    now, EvalRow, Event, MetricPoint, ParamValue, RunRecord, RunSpec, Source, Status, StatusChange, Summary,
+    now, EvalRow, Event, MetricPoint, ParamValue, RunRecord, RunSpec, Source, Status, StatusChange,
+    Summary,
 };
 pub use writer::{CloseReport, MetricWriter, LOCK_FILE, SEGMENT_ROTATE_BYTES};

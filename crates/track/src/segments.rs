@@ -27,11 +27,11 @@ use arrow::ipc::reader::StreamReader;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{rename_durable, sync_dir, temp_sibling};
+use crate::fsutil::{sync_dir, temp_sibling};
 use crate::types::{EvalRow, MetricPoint, Source, Summary};
 
 /// Segment file extension.
@@ -110,7 +110,9 @@ impl Table {
 
 /// Path of segment `n` of a table.
 pub fn segment_path(run_dir: &Path, table: Table, n: u64) -> PathBuf {
-    table.segment_dir(run_dir).join(format!("{n:06}.{SEGMENT_EXT}"))
+    table
+        .segment_dir(run_dir)
+        .join(format!("{n:06}.{SEGMENT_EXT}"))
 }
 
 /// A segment file found in a run folder.
@@ -130,25 +132,36 @@ pub fn list_segments(run_dir: &Path, table: Table) -> Result<Vec<SegmentFile>> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::Io { op: "list segments", path: dir, source: e }),
+        Err(e) => {
+            return Err(Error::Io {
+                op: "list segments",
+                path: dir,
+                source: e,
+            })
+        }
     };
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.ctx("list segments", &dir)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let (stem, quarantined) = if let Some(s) = name.strip_suffix(&format!(".{SEGMENT_EXT}.{QUARANTINE_SUFFIX}")) {
-            (s, true)
-        } else if let Some(s) = name.strip_suffix(&format!(".{SEGMENT_EXT}")) {
-            (s, false)
-        } else {
-            continue;
-        };
+        let (stem, quarantined) =
+            if let Some(s) = name.strip_suffix(&format!(".{SEGMENT_EXT}.{QUARANTINE_SUFFIX}")) {
+                (s, true)
+            } else if let Some(s) = name.strip_suffix(&format!(".{SEGMENT_EXT}")) {
+                (s, false)
+            } else {
+                continue;
+            };
         if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
         let Ok(number) = stem.parse() else { continue };
-        out.push(SegmentFile { number, path: entry.path(), quarantined });
+        out.push(SegmentFile {
+            number,
+            path: entry.path(),
+            quarantined,
+        });
     }
     out.sort_by_key(|s| (s.number, s.quarantined));
     Ok(out)
@@ -211,7 +224,10 @@ fn frame_scan(bytes: &[u8]) -> (usize, bool, Option<String>) {
             if len - o < 8 {
                 return (o, true, None);
             }
-            (i32::from_le_bytes([bytes[o + 4], bytes[o + 5], bytes[o + 6], bytes[o + 7]]), 8)
+            (
+                i32::from_le_bytes([bytes[o + 4], bytes[o + 5], bytes[o + 6], bytes[o + 7]]),
+                8,
+            )
         } else {
             (word as i32, 4)
         };
@@ -220,7 +236,11 @@ fn frame_scan(bytes: &[u8]) -> (usize, bool, Option<String>) {
             return (o + head, false, None);
         }
         if meta_len < 0 || meta_len as usize > MAX_META {
-            return (o, false, Some(format!("invalid message length {meta_len} at byte {o}")));
+            return (
+                o,
+                false,
+                Some(format!("invalid message length {meta_len} at byte {o}")),
+            );
         }
         let meta_start = o + head;
         let meta_end = meta_start + meta_len as usize;
@@ -229,7 +249,13 @@ fn frame_scan(bytes: &[u8]) -> (usize, bool, Option<String>) {
         }
         let msg = match arrow::ipc::root_as_message(&bytes[meta_start..meta_end]) {
             Ok(m) => m,
-            Err(e) => return (o, false, Some(format!("unreadable message header at byte {o}: {e}"))),
+            Err(e) => {
+                return (
+                    o,
+                    false,
+                    Some(format!("unreadable message header at byte {o}: {e}")),
+                )
+            }
         };
         let body = msg.bodyLength();
         if body < 0 {
@@ -254,12 +280,18 @@ pub fn read_segment(path: &Path, table: Table) -> Result<SegmentContent> {
     let mut batches = Vec::new();
     let mut state = match (&damage, truncated) {
         (Some(d), _) => SegmentState::Corrupt(d.clone()),
-        (None, true) => SegmentState::Truncated { valid_bytes: valid as u64, total_bytes: bytes.len() as u64 },
+        (None, true) => SegmentState::Truncated {
+            valid_bytes: valid as u64,
+            total_bytes: bytes.len() as u64,
+        },
         (None, false) => SegmentState::Complete,
     };
     if valid == 0 {
         if bytes.is_empty() {
-            state = SegmentState::Truncated { valid_bytes: 0, total_bytes: 0 };
+            state = SegmentState::Truncated {
+                valid_bytes: 0,
+                total_bytes: 0,
+            };
         }
         return Ok(SegmentContent { batches, state });
     }
@@ -292,12 +324,18 @@ pub fn read_segment(path: &Path, table: Table) -> Result<SegmentContent> {
 }
 
 fn column_names(s: &Schema) -> Vec<String> {
-    s.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect()
+    s.fields()
+        .iter()
+        .map(|f| format!("{}:{}", f.name(), f.data_type()))
+        .collect()
 }
 
 fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.fields().len() == b.fields().len()
-        && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
 /// Column-wise metric points.
@@ -324,7 +362,12 @@ impl MetricColumns {
     }
     /// Row `i` as a point.
     pub fn point(&self, i: usize) -> MetricPoint {
-        MetricPoint { step: self.step[i], wall_time: self.wall_time[i], name: self.name[i].clone(), value: self.value[i] }
+        MetricPoint {
+            step: self.step[i],
+            wall_time: self.wall_time[i],
+            name: self.name[i].clone(),
+            value: self.value[i],
+        }
     }
     /// All rows as points.
     pub fn points(&self) -> Vec<MetricPoint> {
@@ -426,12 +469,17 @@ fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T> {
         reason: format!("batch has no column {name:?}"),
     })?;
     if c.null_count() > 0 {
-        return Err(Error::Corrupt { path: PathBuf::new(), reason: format!("column {name:?} has nulls") });
+        return Err(Error::Corrupt {
+            path: PathBuf::new(),
+            reason: format!("column {name:?} has nulls"),
+        });
     }
-    c.as_any().downcast_ref::<T>().ok_or_else(|| Error::Corrupt {
-        path: PathBuf::new(),
-        reason: format!("column {name:?} has type {}", c.data_type()),
-    })
+    c.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| Error::Corrupt {
+            path: PathBuf::new(),
+            reason: format!("column {name:?} has type {}", c.data_type()),
+        })
 }
 fn col_i64<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Int64Array> {
     column(b, name)
@@ -445,7 +493,10 @@ fn col_str<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
 
 fn with_path(e: Error, path: &Path) -> Error {
     match e {
-        Error::Corrupt { reason, .. } => Error::Corrupt { path: path.to_path_buf(), reason },
+        Error::Corrupt { reason, .. } => Error::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        },
         e => e,
     }
 }
@@ -460,21 +511,37 @@ fn read_parquet(path: &Path, table: Table) -> Result<Option<ParquetContent>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::Io { op: "open", path: path.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(Error::Io {
+                op: "open",
+                path: path.to_path_buf(),
+                source: e,
+            })
+        }
     };
-    let pq = |source| Error::Parquet { path: path.to_path_buf(), source };
+    let pq = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
     let covered = covered_of(builder.metadata().file_metadata().key_value_metadata());
     if !same_columns(builder.schema(), &table.parquet_schema()) {
         return Err(Error::Corrupt {
             path: path.to_path_buf(),
-            reason: format!("columns {:?} are not the {} table's", column_names(builder.schema()), table.name()),
+            reason: format!(
+                "columns {:?} are not the {} table's",
+                column_names(builder.schema()),
+                table.name()
+            ),
         });
     }
     let reader = builder.with_batch_size(64 * 1024).build().map_err(pq)?;
     let mut batches = Vec::new();
     for b in reader {
-        batches.push(b.map_err(|e| Error::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?);
+        batches.push(b.map_err(|e| Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?);
     }
     Ok(Some(ParquetContent { batches, covered }))
 }
@@ -492,12 +559,25 @@ pub fn parquet_covered(run_dir: &Path, table: Table) -> Result<u64> {
     let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::Io { op: "open", path, source: e }),
+        Err(e) => {
+            return Err(Error::Io {
+                op: "open",
+                path,
+                source: e,
+            })
+        }
     };
-    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
-        .map_err(|source| Error::Parquet { path: path.clone(), source })?;
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new(file).map_err(|source| {
+            Error::Parquet {
+                path: path.clone(),
+                source,
+            }
+        })?;
     use parquet::file::reader::FileReader;
-    Ok(covered_of(reader.metadata().file_metadata().key_value_metadata()))
+    Ok(covered_of(
+        reader.metadata().file_metadata().key_value_metadata(),
+    ))
 }
 
 /// Everything a run's folder holds for one table, read without modifying anything.
@@ -521,10 +601,12 @@ fn strip_run_id(b: &RecordBatch, table: Table) -> Result<RecordBatch> {
         .fields()
         .iter()
         .map(|f| {
-            b.column_by_name(f.name()).cloned().ok_or_else(|| Error::Corrupt {
-                path: PathBuf::new(),
-                reason: format!("missing column {}", f.name()),
-            })
+            b.column_by_name(f.name())
+                .cloned()
+                .ok_or_else(|| Error::Corrupt {
+                    path: PathBuf::new(),
+                    reason: format!("missing column {}", f.name()),
+                })
         })
         .collect::<Result<_>>()?;
     Ok(RecordBatch::try_new(schema, cols)?)
@@ -561,7 +643,13 @@ fn read_table(run_dir: &Path, table: Table) -> Result<TableRead> {
         batches.extend(content.batches);
         segments.push((s, content.state));
     }
-    Ok(TableRead { batches, max_number, segments, stale, pending })
+    Ok(TableRead {
+        batches,
+        max_number,
+        segments,
+        stale,
+        pending,
+    })
 }
 
 /// A run's metric and eval tables, merged from Parquet and pending segments.
@@ -601,13 +689,18 @@ pub fn read_run(run_dir: &Path) -> Result<RunData> {
             Ok(d) => return Ok(d),
             // A segment vanished between listing and reading: a compaction finished
             // meanwhile. Read again.
-            Err(Error::Io { source, path, op }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Io { source, path, op })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 last_err = Some(Error::Io { source, path, op });
             }
             Err(e) => return Err(e),
         }
     }
-    Err(last_err.unwrap_or_else(|| Error::Corrupt { path: run_dir.to_path_buf(), reason: "unstable".into() }))
+    Err(last_err.unwrap_or_else(|| Error::Corrupt {
+        path: run_dir.to_path_buf(),
+        reason: "unstable".into(),
+    }))
 }
 
 fn read_run_once(run_dir: &Path) -> Result<RunData> {
@@ -642,12 +735,25 @@ pub struct CompactReport {
     pub max_segment: u64,
 }
 
-fn write_parquet(path: &Path, table: Table, run_id: &str, batches: &[RecordBatch], covered: u64) -> Result<()> {
+/// Writes the table to a temporary sibling of `path` and fsyncs it; returns the temporary path.
+fn write_parquet_tmp(
+    path: &Path,
+    table: Table,
+    run_id: &str,
+    batches: &[RecordBatch],
+    covered: u64,
+) -> Result<PathBuf> {
     let tmp = temp_sibling(path);
-    let pq = |source| Error::Parquet { path: path.to_path_buf(), source };
+    let pq = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(vec![KeyValue::new(COVERED_KEY.to_string(), covered.to_string())]))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            COVERED_KEY.to_string(),
+            covered.to_string(),
+        )]))
         .build();
     let schema = table.parquet_schema();
     {
@@ -663,7 +769,7 @@ fn write_parquet(path: &Path, table: Table, run_id: &str, batches: &[RecordBatch
         let file = w.into_inner().map_err(pq)?;
         file.sync_all().ctx("sync", &tmp)?;
     }
-    rename_durable(&tmp, path)
+    Ok(tmp)
 }
 
 /// Compacts a run folder: merges every pending segment of each table into its Parquet
@@ -672,49 +778,72 @@ fn write_parquet(path: &Path, table: Table, run_id: &str, batches: &[RecordBatch
 /// The caller must hold the run's writer lock.
 pub fn compact(run_dir: &Path, run_id: &str) -> Result<CompactReport> {
     let mut report = CompactReport::default();
+    // 0. Temporary files of a compaction that was killed (we hold the lock: no live
+    //    writer owns them).
+    if let Ok(entries) = std::fs::read_dir(run_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if Table::ALL
+                .iter()
+                .any(|t| name.starts_with(&format!(".{}.parquet.tmp-", t.name())))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    // 1. Read both tables and write each changed one to a fsynced temporary file.
+    let mut reads = Vec::new();
+    let mut renames = Vec::new();
     for table in Table::ALL {
         let read = read_table(run_dir, table)?;
         report.max_segment = report.max_segment.max(read.max_number);
-        let seg_dir = table.segment_dir(run_dir);
         if read.pending {
-            let covered = read.segments.iter().map(|(s, _)| s.number).max().unwrap_or(0);
-            write_parquet(&table.parquet_path(run_dir), table, run_id, &read.batches, covered)?;
+            let covered = read
+                .segments
+                .iter()
+                .map(|(s, _)| s.number)
+                .max()
+                .unwrap_or(0);
+            let path = table.parquet_path(run_dir);
+            let tmp = write_parquet_tmp(&path, table, run_id, &read.batches, covered)?;
+            renames.push((tmp, path));
             report.merged_segments += read.segments.len();
         }
-        // The Parquet file now covers every segment listed: retire them.
-        let mut touched = false;
+        reads.push((table, read));
+    }
+    // 2. Rename them into place and make the renames durable (one directory fsync).
+    for (tmp, path) in &renames {
+        std::fs::rename(tmp, path).ctx("rename into place", path)?;
+    }
+    if !renames.is_empty() {
+        sync_dir(run_dir)?;
+    }
+    // 3. The Parquet files now cover every segment read: retire those. Nothing here
+    //    needs to be durable: a segment that reappears after a power loss is at or
+    //    below its Parquet file's coverage, so it is ignored and retired again.
+    for (table, read) in reads {
+        let seg_dir = table.segment_dir(run_dir);
         for (s, state) in &read.segments {
             if let Some(w) = describe(s, state) {
                 report.data.warnings.push(w);
             }
-            if matches!(state, SegmentState::Corrupt(_)) {
-                let q = s.path.with_extension(format!("{SEGMENT_EXT}.{QUARANTINE_SUFFIX}"));
-                std::fs::rename(&s.path, &q).ctx("quarantine segment", &s.path)?;
-                report.quarantined.push(q);
-            } else {
-                std::fs::remove_file(&s.path).ctx("remove compacted segment", &s.path)?;
-            }
-            touched = true;
+            let corrupt = matches!(state, SegmentState::Corrupt(_));
+            retire(s, corrupt, &mut report)?;
         }
         for s in &read.stale {
             // Already inside the Parquet file (an earlier compaction stopped before
             // retiring it). A damaged one is still quarantined rather than deleted.
-            if matches!(read_segment(&s.path, table)?.state, SegmentState::Corrupt(_)) {
-                let q = s.path.with_extension(format!("{SEGMENT_EXT}.{QUARANTINE_SUFFIX}"));
-                std::fs::rename(&s.path, &q).ctx("quarantine segment", &s.path)?;
-                report.quarantined.push(q);
-            } else {
-                std::fs::remove_file(&s.path).ctx("remove compacted segment", &s.path)?;
-            }
-            touched = true;
-        }
-        if touched {
-            sync_dir(&seg_dir)?;
+            let corrupt = matches!(
+                read_segment(&s.path, table)?.state,
+                SegmentState::Corrupt(_)
+            );
+            retire(s, corrupt, &mut report)?;
         }
         // An empty segment folder is removed, so that readers can tell a compacted run
         // by the folder's absence (the writer recreates it for its first segment).
-        if seg_dir.is_dir() && std::fs::remove_dir(&seg_dir).is_ok() {
-            sync_dir(run_dir)?;
+        if seg_dir.is_dir() {
+            let _ = std::fs::remove_dir(&seg_dir);
         }
         match table {
             Table::Metrics => {
@@ -730,6 +859,20 @@ pub fn compact(run_dir: &Path, run_id: &str) -> Result<CompactReport> {
         }
     }
     Ok(report)
+}
+
+/// Deletes a compacted segment, or renames a damaged one `*.arrows.corrupt`.
+fn retire(s: &SegmentFile, corrupt: bool, report: &mut CompactReport) -> Result<()> {
+    if corrupt {
+        let q = s
+            .path
+            .with_extension(format!("{SEGMENT_EXT}.{QUARANTINE_SUFFIX}"));
+        std::fs::rename(&s.path, &q).ctx("quarantine segment", &s.path)?;
+        report.quarantined.push(q);
+    } else {
+        std::fs::remove_file(&s.path).ctx("remove compacted segment", &s.path)?;
+    }
+    Ok(())
 }
 
 /// Per-metric summaries of a run's tables (see [`Summary`]).
@@ -775,7 +918,17 @@ pub fn summarize(run_id: &str, data: &RunData) -> Vec<Summary> {
         acc.sort_by(|a, b| a.metric.cmp(&b.metric));
         out.extend(acc);
     };
-    add(Source::Metric, &data.metrics.name, &data.metrics.step, &data.metrics.value);
-    add(Source::Eval, &data.evals.metric, &data.evals.step, &data.evals.value);
+    add(
+        Source::Metric,
+        &data.metrics.name,
+        &data.metrics.step,
+        &data.metrics.value,
+    );
+    add(
+        Source::Eval,
+        &data.evals.metric,
+        &data.evals.step,
+        &data.evals.value,
+    );
     out
 }

@@ -4,11 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 
 use crate::error::{Error, IoContext, Result};
 use crate::ids::validate_id;
-use crate::types::{now, Event, ParamValue, RunRecord, RunSpec, Source, Status, StatusChange, Summary};
+use crate::types::{
+    now, Event, ParamValue, RunRecord, RunSpec, Source, Status, StatusChange, Summary,
+};
 use crate::writer::MetricWriter;
 
 /// File name of the registry inside the store directory.
@@ -133,16 +137,25 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("root", &self.root).field("read_only", &self.read_only).finish()
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .field("read_only", &self.read_only)
+            .finish()
     }
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
 }
 
 fn is_corrupt(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+    )
 }
 
 impl Store {
@@ -164,9 +177,15 @@ impl Store {
         }
         let conn = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        let store = Store { root, conn, read_only: false };
+        let store = Store {
+            root,
+            conn,
+            read_only: false,
+        };
         store.configure().map_err(|e| store.classify(e))?;
         store.migrate()?;
         Ok(store)
@@ -186,16 +205,28 @@ impl Store {
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        let store = Store { root, conn, read_only: true };
+        let store = Store {
+            root,
+            conn,
+            read_only: true,
+        };
         store.conn.busy_timeout(BUSY_TIMEOUT)?;
         let version = store.schema_version().map_err(|e| store.classify(e))?;
         if version > SCHEMA_VERSION {
-            return Err(Error::SchemaTooNew { path, found: version, supported: SCHEMA_VERSION });
+            return Err(Error::SchemaTooNew {
+                path,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         if version < SCHEMA_VERSION {
             // Reading never writes: an older (or uninitialised) registry is upgraded by
             // the next writing open (Store::open), not here.
-            return Err(Error::SchemaOutdated { path, found: version, supported: SCHEMA_VERSION });
+            return Err(Error::SchemaOutdated {
+                path,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         Ok(store)
     }
@@ -227,7 +258,11 @@ impl Store {
     /// Maps SQLite's "not a database" / "corrupt" to [`Error::CorruptRegistry`].
     fn classify(&self, e: rusqlite::Error) -> Error {
         if is_corrupt(&e) {
-            Error::CorruptRegistry { path: self.registry_path(), store: self.root.clone(), source: e }
+            Error::CorruptRegistry {
+                path: self.registry_path(),
+                store: self.root.clone(),
+                source: e,
+            }
         } else {
             Error::Sqlite(e)
         }
@@ -239,7 +274,10 @@ impl Store {
         // open a fresh store at once it can report busy before the busy handler runs.
         let mut tries = 0;
         loop {
-            match self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+            match self
+                .conn
+                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            {
                 Ok(_) => break,
                 Err(e) if is_busy(&e) && tries < 600 => {
                     tries += 1;
@@ -264,8 +302,11 @@ impl Store {
         if !has_table {
             return Ok(0);
         }
-        self.conn
-            .query_row("SELECT coalesce(max(version), 0) FROM schema_version", [], |r| r.get(0))
+        self.conn.query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
     }
 
     fn migrate(&self) -> Result<()> {
@@ -288,8 +329,11 @@ impl Store {
             )",
         )?;
         // Re-read inside the write lock: another process may have migrated meanwhile.
-        let version: i64 =
-            tx.query_row("SELECT coalesce(max(version), 0) FROM schema_version", [], |r| r.get(0))?;
+        let version: i64 = tx.query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )?;
         if version > SCHEMA_VERSION {
             return Err(Error::SchemaTooNew {
                 path: self.registry_path(),
@@ -301,7 +345,10 @@ impl Store {
             let v = i as i64 + 1;
             if v > version {
                 tx.execute_batch(sql)?;
-                tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)", params![v, now()])?;
+                tx.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+                    params![v, now()],
+                )?;
             }
         }
         tx.commit()?;
@@ -343,9 +390,17 @@ impl Store {
 
     /// All sweeps, by name.
     pub fn sweeps(&self) -> Result<Vec<SweepRecord>> {
-        let mut st = self.conn.prepare("SELECT name, created_at, spec FROM sweeps ORDER BY name")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT name, created_at, spec FROM sweeps ORDER BY name")?;
         let rows = st
-            .query_map([], |r| Ok(SweepRecord { name: r.get(0)?, created_at: r.get(1)?, spec: r.get(2)? }))?
+            .query_map([], |r| {
+                Ok(SweepRecord {
+                    name: r.get(0)?,
+                    created_at: r.get(1)?,
+                    spec: r.get(2)?,
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
@@ -357,13 +412,18 @@ impl Store {
         validate_id("run id", &spec.id)?;
         validate_id("sweep name", &spec.sweep)?;
         let tx = self.begin()?;
-        let sweep_exists: bool =
-            tx.query_row("SELECT count(*) > 0 FROM sweeps WHERE name = ?1", [&spec.sweep], |r| r.get(0))?;
+        let sweep_exists: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM sweeps WHERE name = ?1",
+            [&spec.sweep],
+            |r| r.get(0),
+        )?;
         if !sweep_exists {
             return Err(Error::UnknownSweep(spec.sweep.clone()));
         }
         let existing: Option<String> = tx
-            .query_row("SELECT sweep FROM runs WHERE id = ?1", [&spec.id], |r| r.get(0))
+            .query_row("SELECT sweep FROM runs WHERE id = ?1", [&spec.id], |r| {
+                r.get(0)
+            })
             .optional()?;
         if let Some(existing) = existing {
             if existing != spec.sweep {
@@ -411,7 +471,9 @@ impl Store {
         validate_id("run id", run_id)?;
         let tx = self.begin()?;
         let attempt: Option<i64> = tx
-            .query_row("SELECT attempt FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
+            .query_row("SELECT attempt FROM runs WHERE id = ?1", [run_id], |r| {
+                r.get(0)
+            })
             .optional()?;
         let Some(attempt) = attempt else {
             return Err(Error::UnknownRun(run_id.to_string()));
@@ -438,7 +500,15 @@ impl Store {
                                 WHEN ?2 = 'running' THEN NULL ELSE ended_at END,
                 error = CASE WHEN ?2 IN ('running','finished','queued') THEN NULL ELSE ?7 END
              WHERE id = ?1",
-            params![run_id, st.as_str(), attempt, change.host, change.device, t, error],
+            params![
+                run_id,
+                st.as_str(),
+                attempt,
+                change.host,
+                change.device,
+                t,
+                error
+            ],
         )?;
         tx.execute(
             "INSERT INTO events (run_id, time, status, attempt, host, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -449,10 +519,18 @@ impl Store {
     }
 
     /// Sets (inserts or replaces) typed parameters of a run, in one transaction.
-    pub fn set_params<K: AsRef<str>>(&self, run_id: &str, params: &[(K, ParamValue)]) -> Result<()> {
+    pub fn set_params<K: AsRef<str>>(
+        &self,
+        run_id: &str,
+        params: &[(K, ParamValue)],
+    ) -> Result<()> {
         validate_id("run id", run_id)?;
         let tx = self.begin()?;
-        let exists: bool = tx.query_row("SELECT count(*) > 0 FROM runs WHERE id = ?1", [run_id], |r| r.get(0))?;
+        let exists: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM runs WHERE id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )?;
         if !exists {
             return Err(Error::UnknownRun(run_id.to_string()));
         }
@@ -491,7 +569,11 @@ impl Store {
                     "bool" => ParamValue::Bool(r.get::<_, i64>(3)? != 0),
                     _ => ParamValue::Str(r.get(3)?),
                 };
-                Ok(ParamRow { run_id: r.get(0)?, key: r.get(1)?, value })
+                Ok(ParamRow {
+                    run_id: r.get(0)?,
+                    key: r.get(1)?,
+                    value,
+                })
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
@@ -501,17 +583,23 @@ impl Store {
     pub fn run(&self, run_id: &str) -> Result<RunRecord> {
         validate_id("run id", run_id)?;
         self.conn
-            .query_row(&format!("{RUN_COLUMNS} WHERE id = ?1"), [run_id], run_from_row)
+            .query_row(
+                &format!("{RUN_COLUMNS} WHERE id = ?1"),
+                [run_id],
+                run_from_row,
+            )
             .optional()?
             .ok_or_else(|| Error::UnknownRun(run_id.to_string()))?
     }
 
     /// All runs, or those of one sweep, ordered by sweep and id.
     pub fn runs(&self, sweep: Option<&str>) -> Result<Vec<RunRecord>> {
-        let mut st = self
-            .conn
-            .prepare(&format!("{RUN_COLUMNS} WHERE ?1 IS NULL OR sweep = ?1 ORDER BY sweep, id"))?;
-        let rows = st.query_map([sweep], run_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut st = self.conn.prepare(&format!(
+            "{RUN_COLUMNS} WHERE ?1 IS NULL OR sweep = ?1 ORDER BY sweep, id"
+        ))?;
+        let rows = st
+            .query_map([sweep], run_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().collect()
     }
 
@@ -523,12 +611,26 @@ impl Store {
         )?;
         let rows = st
             .query_map([run_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter()
             .map(|(run_id, time, status, attempt, host, message)| {
-                Ok(Event { run_id, time, status: status.parse()?, attempt, host, message })
+                Ok(Event {
+                    run_id,
+                    time,
+                    status: status.parse()?,
+                    attempt,
+                    host,
+                    message,
+                })
             })
             .collect()
     }
@@ -546,7 +648,11 @@ impl Store {
                 Ok(Summary {
                     run_id: r.get(0)?,
                     metric: r.get(1)?,
-                    source: if source == "eval" { Source::Eval } else { Source::Metric },
+                    source: if source == "eval" {
+                        Source::Eval
+                    } else {
+                        Source::Metric
+                    },
                     last: nan(r.get(3)?),
                     last_step: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
                     min: nan(r.get(5)?),
@@ -630,7 +736,8 @@ impl Store {
     }
 }
 
-const RUN_COLUMNS: &str = "SELECT id, sweep, model, patch, n_params, gflops, status, attempt, host, device,
+const RUN_COLUMNS: &str =
+    "SELECT id, sweep, model, patch, n_params, gflops, status, attempt, host, device,
     git_commit, git_dirty, created_at, started_at, ended_at, error FROM runs";
 
 fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RunRecord>> {

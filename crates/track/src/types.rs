@@ -47,7 +47,10 @@ impl Status {
 
     /// True for the states a run ends in (it has an end time).
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Finished | Status::Failed | Status::Preempted | Status::Cancelled)
+        matches!(
+            self,
+            Status::Finished | Status::Failed | Status::Preempted | Status::Cancelled
+        )
     }
 }
 
@@ -231,7 +234,13 @@ pub struct StatusChange {
 impl StatusChange {
     /// A change to `status` with nothing else set.
     pub fn new(status: Status) -> Self {
-        StatusChange { status, attempt: None, host: None, device: None, message: None }
+        StatusChange {
+            status,
+            attempt: None,
+            host: None,
+            device: None,
+            message: None,
+        }
     }
     /// Sets the message (error text).
     pub fn message(mut self, m: impl Into<String>) -> Self {

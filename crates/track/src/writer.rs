@@ -35,9 +35,20 @@ impl Segment {
             sync_dir(run_dir)?;
         }
         let path = segment_path(run_dir, table, number);
-        let file = OpenOptions::new().write(true).create_new(true).open(&path).ctx("create segment", &path)?;
-        let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &table.segment_schema())?;
-        Ok(Segment { writer, path, bytes: 0 })
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .ctx("create segment", &path)?;
+        let writer = StreamWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            &table.segment_schema(),
+        )?;
+        Ok(Segment {
+            writer,
+            path,
+            bytes: 0,
+        })
     }
 
     /// Appends a batch, pushes it to the OS and fsyncs the file.
@@ -152,7 +163,10 @@ pub struct MetricWriter {
 
 impl std::fmt::Debug for MetricWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricWriter").field("run_id", &self.run_id).field("dir", &self.dir).finish()
+        f.debug_struct("MetricWriter")
+            .field("run_id", &self.run_id)
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -170,7 +184,11 @@ impl MetricWriter {
             Ok(()) => {}
             Err(fs4::TryLockError::WouldBlock) => return Err(Error::RunLocked(run_id)),
             Err(fs4::TryLockError::Error(e)) => {
-                return Err(Error::Io { op: "lock", path: lock_path, source: e });
+                return Err(Error::Io {
+                    op: "lock",
+                    path: lock_path,
+                    source: e,
+                });
             }
         }
         // Whatever an earlier (killed) writer left is compacted first, so that this
@@ -183,7 +201,12 @@ impl MetricWriter {
         } else {
             None
         };
-        let next_number = recovered.as_ref().map(|r| r.max_segment).unwrap_or(0).max(max_number(&dir)?) + 1;
+        let next_number = recovered
+            .as_ref()
+            .map(|r| r.max_segment)
+            .unwrap_or(0)
+            .max(max_number(&dir)?)
+            + 1;
         Ok(MetricWriter {
             store,
             run_id,
@@ -263,7 +286,10 @@ impl MetricWriter {
             Table::Metrics => &mut self.metrics_seg,
             Table::Evals => &mut self.evals_seg,
         };
-        if slot.as_ref().is_some_and(|s| s.bytes > SEGMENT_ROTATE_BYTES) {
+        if slot
+            .as_ref()
+            .is_some_and(|s| s.bytes > SEGMENT_ROTATE_BYTES)
+        {
             *slot = None;
         }
         if slot.is_none() {
@@ -299,7 +325,10 @@ impl MetricWriter {
     /// in the registry. The writer lock is released afterwards.
     pub fn close(mut self) -> Result<CloseReport> {
         self.flush()?;
-        for seg in [self.metrics_seg.take(), self.evals_seg.take()].into_iter().flatten() {
+        for seg in [self.metrics_seg.take(), self.evals_seg.take()]
+            .into_iter()
+            .flatten()
+        {
             let mut w = seg.writer;
             w.finish()?;
             let buf = w.get_mut();

@@ -8,7 +8,12 @@ use ditbench_track::{read_run, Error, RunSpec, Status, StatusChange, Store};
 fn store_with_run(dir: &Path) -> (Store, PathBuf) {
     let s = Store::open(dir.join("store")).unwrap();
     s.register_sweep("sw", None).unwrap();
-    s.register_run(&RunSpec { id: "r1".into(), sweep: "sw".into(), ..Default::default() }).unwrap();
+    s.register_run(&RunSpec {
+        id: "r1".into(),
+        sweep: "sw".into(),
+        ..Default::default()
+    })
+    .unwrap();
     let mut w = s.metric_writer("r1").unwrap();
     for step in 0..100 {
         w.log_at(step, 1.0, "loss", step as f64).unwrap();
@@ -29,17 +34,28 @@ fn corrupt_registry_is_reported_and_left_alone() {
     let root = s.root().to_path_buf();
     drop(s);
     let reg = root.join("registry.sqlite");
-    for garbage in [b"this is not a database, just text that is long enough to be read as a header.....".repeat(80), vec![0xAB; 4096]] {
+    for garbage in [
+        b"this is not a database, just text that is long enough to be read as a header....."
+            .repeat(80),
+        vec![0xAB; 4096],
+    ] {
         std::fs::write(&reg, &garbage).unwrap();
         let _ = std::fs::remove_file(root.join("registry.sqlite-wal"));
         let _ = std::fs::remove_file(root.join("registry.sqlite-shm"));
         let e = Store::open(&root).unwrap_err();
         assert!(matches!(e, Error::CorruptRegistry { .. }), "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("registry.sqlite") && msg.contains("not a readable SQLite database"), "{msg}");
+        assert!(
+            msg.contains("registry.sqlite") && msg.contains("not a readable SQLite database"),
+            "{msg}"
+        );
         let e = Store::open_read_only(&root).unwrap_err();
         assert!(matches!(e, Error::CorruptRegistry { .. }), "{e}");
-        assert_eq!(std::fs::read(&reg).unwrap(), garbage, "the corrupt registry was modified");
+        assert_eq!(
+            std::fs::read(&reg).unwrap(),
+            garbage,
+            "the corrupt registry was modified"
+        );
         // The run's data is untouched and readable without the registry.
         assert_eq!(losses(&run), (0..100).map(|s| s as f64).collect::<Vec<_>>());
     }
@@ -70,8 +86,19 @@ fn damaged_segment_keeps_its_readable_prefix_and_is_quarantined() {
     std::fs::write(&junk_path, b"\x07garbage garbage garbage garbage garbage").unwrap();
 
     let data = read_run(&run).unwrap();
-    assert_eq!(data.metrics.value, (0..120).map(|s| s as f64).collect::<Vec<_>>());
-    assert_eq!(data.warnings.iter().filter(|w| w.contains("damaged")).count(), 2, "{:?}", data.warnings);
+    assert_eq!(
+        data.metrics.value,
+        (0..120).map(|s| s as f64).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        data.warnings
+            .iter()
+            .filter(|w| w.contains("damaged"))
+            .count(),
+        2,
+        "{:?}",
+        data.warnings
+    );
 
     let w = s.metric_writer("r1").unwrap();
     let rec = w.recovered().unwrap();
@@ -79,9 +106,20 @@ fn damaged_segment_keeps_its_readable_prefix_and_is_quarantined() {
     for q in &rec.quarantined {
         assert!(q.to_string_lossy().ends_with(".arrows.corrupt"));
     }
-    assert_eq!(std::fs::read(run.join("metrics/000077.arrows.corrupt")).unwrap(), b"\x07garbage garbage garbage garbage garbage");
-    let quarantined_first = rec.quarantined.iter().find(|q| !q.to_string_lossy().contains("000077")).unwrap();
-    assert_eq!(std::fs::read(quarantined_first).unwrap(), bytes, "the damaged segment must be kept byte for byte");
+    assert_eq!(
+        std::fs::read(run.join("metrics/000077.arrows.corrupt")).unwrap(),
+        b"\x07garbage garbage garbage garbage garbage"
+    );
+    let quarantined_first = rec
+        .quarantined
+        .iter()
+        .find(|q| !q.to_string_lossy().contains("000077"))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(quarantined_first).unwrap(),
+        bytes,
+        "the damaged segment must be kept byte for byte"
+    );
     drop(w);
     let mut w = s.metric_writer("r1").unwrap();
     w.log_at(500, 1.0, "loss", 500.0).unwrap();
@@ -132,7 +170,10 @@ fn store_path_that_is_a_file() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("experiments");
     std::fs::write(&f, b"precious").unwrap();
-    for e in [Store::open(&f).unwrap_err(), Store::open_read_only(&f).unwrap_err()] {
+    for e in [
+        Store::open(&f).unwrap_err(),
+        Store::open_read_only(&f).unwrap_err(),
+    ] {
         assert!(matches!(e, Error::StoreNotADirectory(_)), "{e}");
         assert!(e.to_string().contains("is not a directory"), "{e}");
     }
@@ -147,29 +188,67 @@ fn bad_ids_are_rejected_before_anything_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, _run) = store_with_run(tmp.path());
     let before: Vec<_> = walk(s.root());
-    for id in ["a/b", "..", "../escape", "", "x\ny", "a\\b", ".hidden", "/abs"] {
+    for id in [
+        "a/b",
+        "..",
+        "../escape",
+        "",
+        "x\ny",
+        "a\\b",
+        ".hidden",
+        "/abs",
+    ] {
         let e = s
-            .register_run(&RunSpec { id: id.into(), sweep: "sw".into(), ..Default::default() })
+            .register_run(&RunSpec {
+                id: id.into(),
+                sweep: "sw".into(),
+                ..Default::default()
+            })
             .unwrap_err();
         assert!(matches!(e, Error::InvalidId { .. }), "{id:?}: {e}");
         assert!(e.to_string().contains("invalid run id"), "{e}");
-        assert!(matches!(s.set_status(id, &StatusChange::new(Status::Running)).unwrap_err(), Error::InvalidId { .. }));
-        assert!(matches!(s.metric_writer(id).unwrap_err(), Error::InvalidId { .. }));
-        assert!(matches!(s.register_sweep(id, None).unwrap_err(), Error::InvalidId { .. }));
+        assert!(matches!(
+            s.set_status(id, &StatusChange::new(Status::Running))
+                .unwrap_err(),
+            Error::InvalidId { .. }
+        ));
+        assert!(matches!(
+            s.metric_writer(id).unwrap_err(),
+            Error::InvalidId { .. }
+        ));
+        assert!(matches!(
+            s.register_sweep(id, None).unwrap_err(),
+            Error::InvalidId { .. }
+        ));
     }
     assert_eq!(walk(s.root()), before, "a rejected id created files");
     assert!(!tmp.path().join("escape").exists());
     assert_eq!(s.runs(None).unwrap().len(), 1);
     // Other refusals that must not overwrite anything.
     s.register_sweep("other", None).unwrap();
-    let e = s.register_run(&RunSpec { id: "r1".into(), sweep: "other".into(), ..Default::default() }).unwrap_err();
+    let e = s
+        .register_run(&RunSpec {
+            id: "r1".into(),
+            sweep: "other".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
     assert!(matches!(e, Error::RunInOtherSweep { .. }), "{e}");
     assert_eq!(s.run("r1").unwrap().sweep, "sw");
     assert!(matches!(
-        s.register_run(&RunSpec { id: "r2".into(), sweep: "nosweep".into(), ..Default::default() }).unwrap_err(),
+        s.register_run(&RunSpec {
+            id: "r2".into(),
+            sweep: "nosweep".into(),
+            ..Default::default()
+        })
+        .unwrap_err(),
         Error::UnknownSweep(_)
     ));
-    assert!(matches!(s.set_status("ghost", &StatusChange::new(Status::Running)).unwrap_err(), Error::UnknownRun(_)));
+    assert!(matches!(
+        s.set_status("ghost", &StatusChange::new(Status::Running))
+            .unwrap_err(),
+        Error::UnknownRun(_)
+    ));
     assert!("done".parse::<Status>().is_err());
 }
 
@@ -180,9 +259,16 @@ fn newer_schema_is_refused_without_changes() {
     let root = s.root().to_path_buf();
     drop(s);
     let c = rusqlite::Connection::open(root.join("registry.sqlite")).unwrap();
-    c.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, 0)", []).unwrap();
+    c.execute(
+        "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
+        [],
+    )
+    .unwrap();
     drop(c);
-    for e in [Store::open(&root).unwrap_err(), Store::open_read_only(&root).unwrap_err()] {
+    for e in [
+        Store::open(&root).unwrap_err(),
+        Store::open_read_only(&root).unwrap_err(),
+    ] {
         assert!(matches!(e, Error::SchemaTooNew { found: 99, .. }), "{e}");
     }
 }

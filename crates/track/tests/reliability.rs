@@ -18,7 +18,10 @@ use ditbench_track::{read_run, RunSpec, Status, StatusChange, Store};
 const METRICS: [&str; 4] = ["loss", "grad_norm", "lr", "throughput"];
 
 fn value_of(run: &str, step: i64, k: usize) -> f64 {
-    let h = run.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)) % 1000;
+    let h = run
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+        % 1000;
     step as f64 * 10.0 + k as f64 + h as f64 * 1e-4
 }
 
@@ -40,11 +43,15 @@ impl Rng {
 
 #[test]
 fn child_entry() {
-    let Ok(mode) = std::env::var("DITBENCH_TRACK_CHILD") else { return };
+    let Ok(mode) = std::env::var("DITBENCH_TRACK_CHILD") else {
+        return;
+    };
     let store = PathBuf::from(std::env::var("CHILD_STORE").unwrap());
     let run = std::env::var("CHILD_RUN").unwrap();
     let seed: u64 = std::env::var("CHILD_SEED").unwrap().parse().unwrap();
-    let secs: f64 = std::env::var("CHILD_SECS").map(|s| s.parse().unwrap()).unwrap_or(1e9);
+    let secs: f64 = std::env::var("CHILD_SECS")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(1e9);
     if let Err(e) = child(&mode, &store, &run, seed, secs) {
         println!("ERROR {e}");
         std::process::exit(3);
@@ -55,10 +62,20 @@ fn child(mode: &str, root: &Path, run: &str, seed: u64, secs: f64) -> ditbench_t
     let mut rng = Rng(seed | 1);
     let store = Store::open(root)?;
     store.register_sweep("rel", None)?; // idempotent; racing children also race the migration
-    store.register_run(&RunSpec { id: run.into(), sweep: "rel".into(), ..Default::default() })?;
-    store.set_params(run, &[("seed", (seed as i64).into()), ("mode", mode.into())])?;
+    store.register_run(&RunSpec {
+        id: run.into(),
+        sweep: "rel".into(),
+        ..Default::default()
+    })?;
+    store.set_params(
+        run,
+        &[("seed", (seed as i64).into()), ("mode", mode.into())],
+    )?;
     let mut status_changes = 0u64;
-    store.set_status(run, &StatusChange::new(Status::Running).on("localhost", "cpu"))?;
+    store.set_status(
+        run,
+        &StatusChange::new(Status::Running).on("localhost", "cpu"),
+    )?;
     status_changes += 1;
     println!("ACK status {status_changes}");
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -78,8 +95,15 @@ fn child(mode: &str, root: &Path, run: &str, seed: u64, secs: f64) -> ditbench_t
         println!("ACK flushed {}", step - 1);
         if flushes % 3 == 0 {
             // A status change (an event row) every few flushes.
-            let st = if flushes % 6 == 0 { Status::Running } else { Status::Preempted };
-            store.set_status(run, &StatusChange::new(st).message(format!("flush {flushes}")))?;
+            let st = if flushes % 6 == 0 {
+                Status::Running
+            } else {
+                Status::Preempted
+            };
+            store.set_status(
+                run,
+                &StatusChange::new(st).message(format!("flush {flushes}")),
+            )?;
             status_changes += 1;
             println!("ACK status {status_changes}");
         }
@@ -97,7 +121,12 @@ fn child(mode: &str, root: &Path, run: &str, seed: u64, secs: f64) -> ditbench_t
     let report = w.close()?;
     store.set_status(run, &StatusChange::new(Status::Finished))?;
     status_changes += 1;
-    println!("DONE {} {} {}", step - 1, status_changes, report.metric_rows);
+    println!(
+        "DONE {} {} {}",
+        step - 1,
+        status_changes,
+        report.metric_rows
+    );
     Ok(())
 }
 
@@ -119,13 +148,19 @@ struct Spawned {
 
 fn spawn(mode: &str, store: &Path, run: &str, seed: u64, secs: Option<f64>) -> Spawned {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1", "--quiet"])
-        .env("DITBENCH_TRACK_CHILD", mode)
-        .env("CHILD_STORE", store)
-        .env("CHILD_RUN", run)
-        .env("CHILD_SEED", seed.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "--exact",
+        "child_entry",
+        "--nocapture",
+        "--test-threads=1",
+        "--quiet",
+    ])
+    .env("DITBENCH_TRACK_CHILD", mode)
+    .env("CHILD_STORE", store)
+    .env("CHILD_RUN", run)
+    .env("CHILD_SEED", seed.to_string())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     if let Some(s) = secs {
         cmd.env("CHILD_SECS", s.to_string());
     }
@@ -147,7 +182,11 @@ fn spawn(mode: &str, store: &Path, run: &str, seed: u64, secs: Option<f64>) -> S
             }
         }
     });
-    Spawned { child, acks, reader }
+    Spawned {
+        child,
+        acks,
+        reader,
+    }
 }
 
 /// Checks a run's rows against the value function: every row correct (no partial or
@@ -155,18 +194,33 @@ fn spawn(mode: &str, store: &Path, run: &str, seed: u64, secs: Option<f64>) -> S
 /// metrics each. Returns the last step.
 fn check_run(dir: &Path, run: &str) -> i64 {
     let data = read_run(dir).unwrap_or_else(|e| panic!("{run}: read failed: {e}"));
-    assert!(data.warnings.iter().all(|w| !w.contains("damaged")), "{run}: {:?}", data.warnings);
+    assert!(
+        data.warnings.iter().all(|w| !w.contains("damaged")),
+        "{run}: {:?}",
+        data.warnings
+    );
     let mut seen: BTreeMap<i64, [u8; 4]> = BTreeMap::new();
     for p in data.metrics.points() {
-        let k = METRICS.iter().position(|m| *m == p.name).unwrap_or_else(|| panic!("{run}: bad name {p:?}"));
-        assert_eq!(p.value, value_of(run, p.step, k), "{run}: wrong value in {p:?}");
+        let k = METRICS
+            .iter()
+            .position(|m| *m == p.name)
+            .unwrap_or_else(|| panic!("{run}: bad name {p:?}"));
+        assert_eq!(
+            p.value,
+            value_of(run, p.step, k),
+            "{run}: wrong value in {p:?}"
+        );
         assert!(p.wall_time > 1.0e9, "{run}: bad wall time {p:?}");
         let e = seen.entry(p.step).or_default();
         e[k] += 1;
     }
     let last = seen.keys().next_back().copied().unwrap_or(-1);
     for step in 0..=last {
-        assert_eq!(seen.get(&step), Some(&[1u8; 4]), "{run}: step {step} incomplete or duplicated");
+        assert_eq!(
+            seen.get(&step),
+            Some(&[1u8; 4]),
+            "{run}: step {step} incomplete or duplicated"
+        );
     }
     last
 }
@@ -181,7 +235,9 @@ fn sixteen_processes_for_ten_seconds_lose_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("store");
     // The children create the store themselves, all at once: a concurrent migration.
-    let secs: f64 = std::env::var("DITBENCH_STRESS_SECS").map(|s| s.parse().unwrap()).unwrap_or(10.0);
+    let secs: f64 = std::env::var("DITBENCH_STRESS_SECS")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(10.0);
     let children: Vec<(String, Spawned)> = (0..16)
         .map(|i| {
             let run = format!("stress-{i:02}");
@@ -195,7 +251,11 @@ fn sixteen_processes_for_ten_seconds_lose_nothing() {
         let status = s.child.wait().unwrap();
         s.reader.join().unwrap();
         let acks = s.acks.lock().unwrap().clone();
-        assert!(status.success(), "{run} exited with {status}: {:?}", acks.error);
+        assert!(
+            status.success(),
+            "{run} exited with {status}: {:?}",
+            acks.error
+        );
         let (last, changes) = acks.done.expect("child finished");
         let dir = root.join("rel").join(&run);
         assert_eq!(check_run(&dir, &run), last, "{run}: last step");
@@ -206,9 +266,14 @@ fn sixteen_processes_for_ten_seconds_lose_nothing() {
         assert_eq!(store.run(&run).unwrap().status, Status::Finished);
         let sums = store.summaries(Some(&run)).unwrap();
         assert_eq!(sums.len(), 4);
-        assert!(sums.iter().all(|s| s.count == last + 1 && s.last_step == last));
+        assert!(sums
+            .iter()
+            .all(|s| s.count == last + 1 && s.last_step == last));
     }
-    assert!(total_points > 16 * 4 * 100, "too few points written: {total_points}");
+    assert!(
+        total_points > 16 * 4 * 100,
+        "too few points written: {total_points}"
+    );
     assert_eq!(store.integrity_check().unwrap(), "ok");
     eprintln!("16 processes x {secs} s: {total_points} points, all present");
 }
@@ -218,7 +283,9 @@ fn kill_9_at_random_moments_loses_no_flushed_point() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("store");
     fresh_store(&root);
-    let trials: u64 = std::env::var("DITBENCH_KILL_TRIALS").map(|s| s.parse().unwrap()).unwrap_or(24);
+    let trials: u64 = std::env::var("DITBENCH_KILL_TRIALS")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(24);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let parallel = 4;
     let mut summary = Vec::new();
@@ -252,15 +319,28 @@ fn kill_9_at_random_moments_loses_no_flushed_point() {
             let dir = root.join("rel").join(&run);
             let flushed = acks.flushed.unwrap_or(-1);
             let before = check_run(&dir, &run);
-            assert!(before >= flushed, "{run}: acknowledged step {flushed} but only {before} readable");
-            assert!(store.events(Some(&run)).unwrap().len() as u64 > acks.status, "{run}: events lost");
+            assert!(
+                before >= flushed,
+                "{run}: acknowledged step {flushed} but only {before} readable"
+            );
+            assert!(
+                store.events(Some(&run)).unwrap().len() as u64 > acks.status,
+                "{run}: events lost"
+            );
             // Recovery compacts, keeps exactly what was readable, and frees the lock.
             let w = store.metric_writer(&run).unwrap();
             let rep = w.close().unwrap();
             assert!(rep.quarantined.is_empty(), "{run}: {:?}", rep.quarantined);
-            assert_eq!(check_run(&dir, &run), before, "{run}: recovery changed the rows");
+            assert_eq!(
+                check_run(&dir, &run),
+                before,
+                "{run}: recovery changed the rows"
+            );
             assert!(!ditbench_track::segments::has_segments(&dir).unwrap());
-            summary.push(format!("{run}@{}ms: acked {flushed}, kept {before}", delay.as_millis()));
+            summary.push(format!(
+                "{run}@{}ms: acked {flushed}, kept {before}",
+                delay.as_millis()
+            ));
         }
     }
     assert_eq!(summary.len() as u64, trials);

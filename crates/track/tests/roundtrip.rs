@@ -23,7 +23,8 @@ fn spec(id: &str, sweep: &str) -> RunSpec {
 
 fn new_store(dir: &Path) -> Store {
     let s = Store::open(dir.join("store")).unwrap();
-    s.register_sweep("sw", Some("[sweep]\nname = \"sw\"\n")).unwrap();
+    s.register_sweep("sw", Some("[sweep]\nname = \"sw\"\n"))
+        .unwrap();
     s
 }
 
@@ -39,7 +40,12 @@ fn points(n_steps: i64, start: i64) -> Vec<MetricPoint> {
                 2 => 1e-300,
                 _ => (step as f64).sin() * (k as f64 + 1.0),
             };
-            out.push(MetricPoint { step, wall_time: 1.7e9 + step as f64 * 0.01, name: (*name).into(), value });
+            out.push(MetricPoint {
+                step,
+                wall_time: 1.7e9 + step as f64 * 0.01,
+                name: (*name).into(),
+                value,
+            });
         }
     }
     out
@@ -79,7 +85,11 @@ fn metrics_and_evals_round_trip_through_segments_and_parquet() {
     let store = new_store(tmp.path());
     assert!(store.register_run(&spec("r1", "sw")).unwrap());
     let want = points(250, 0);
-    let evals = vec![eval(100, "fid", 80.5), eval(200, "fid", 60.25), eval(200, "is", f64::NAN)];
+    let evals = vec![
+        eval(100, "fid", 80.5),
+        eval(200, "fid", 60.25),
+        eval(200, "is", f64::NAN),
+    ];
 
     let mut w = store.metric_writer("r1").unwrap();
     for (i, p) in want.iter().enumerate() {
@@ -106,14 +116,20 @@ fn metrics_and_evals_round_trip_through_segments_and_parquet() {
     let dir = store.root().join("sw").join("r1");
     assert!(dir.join("metrics.parquet").is_file());
     assert!(dir.join("evals.parquet").is_file());
-    assert!(list_segments(&dir, Table::Metrics).unwrap().is_empty(), "segments removed after compaction");
+    assert!(
+        list_segments(&dir, Table::Metrics).unwrap().is_empty(),
+        "segments removed after compaction"
+    );
     let after = read_run(&dir).unwrap();
     assert!(!after.pending);
     assert_points_eq(&after.metrics.points(), &want);
     let got_evals = after.evals.rows();
     assert_eq!(got_evals.len(), evals.len());
     for (g, e) in got_evals.iter().zip(&evals) {
-        assert_eq!((g.step, &g.metric, &g.sampler, g.num_samples), (e.step, &e.metric, &e.sampler, e.num_samples));
+        assert_eq!(
+            (g.step, &g.metric, &g.sampler, g.num_samples),
+            (e.step, &e.metric, &e.sampler, e.num_samples)
+        );
         assert_eq!(g.value.to_bits(), e.value.to_bits());
     }
 
@@ -124,20 +140,41 @@ fn metrics_and_evals_round_trip_through_segments_and_parquet() {
         by_name.entry(&p.name).or_default().push(p);
     }
     for (name, pts) in &by_name {
-        let s = sums.iter().find(|s| s.metric == *name && s.source == Source::Metric).unwrap();
+        let s = sums
+            .iter()
+            .find(|s| s.metric == *name && s.source == Source::Metric)
+            .unwrap();
         assert_eq!(s.count, pts.len() as i64);
         let last = pts.iter().max_by_key(|p| p.step).unwrap();
-        assert_eq!((s.last_step, s.last.to_bits()), (last.step, last.value.to_bits()));
+        assert_eq!(
+            (s.last_step, s.last.to_bits()),
+            (last.step, last.value.to_bits())
+        );
         let finite: Vec<_> = pts.iter().filter(|p| !p.value.is_nan()).collect();
         let min = finite.iter().map(|p| p.value).fold(f64::INFINITY, f64::min);
-        let max = finite.iter().map(|p| p.value).fold(f64::NEG_INFINITY, f64::max);
+        let max = finite
+            .iter()
+            .map(|p| p.value)
+            .fold(f64::NEG_INFINITY, f64::max);
         assert_eq!(s.min, min, "{name} min");
         assert_eq!(s.max, max, "{name} max");
-        assert_eq!(s.min_step, finite.iter().find(|p| p.value == min).unwrap().step);
-        assert_eq!(s.max_step, finite.iter().find(|p| p.value == max).unwrap().step);
+        assert_eq!(
+            s.min_step,
+            finite.iter().find(|p| p.value == min).unwrap().step
+        );
+        assert_eq!(
+            s.max_step,
+            finite.iter().find(|p| p.value == max).unwrap().step
+        );
     }
-    let fid = sums.iter().find(|s| s.metric == "fid" && s.source == Source::Eval).unwrap();
-    assert_eq!((fid.min, fid.min_step, fid.last, fid.count), (60.25, 200, 60.25, 2));
+    let fid = sums
+        .iter()
+        .find(|s| s.metric == "fid" && s.source == Source::Eval)
+        .unwrap();
+    assert_eq!(
+        (fid.min, fid.min_step, fid.last, fid.count),
+        (60.25, 200, 60.25, 2)
+    );
 }
 
 #[test]
@@ -155,7 +192,13 @@ fn second_session_appends_after_the_first() {
         w.close().unwrap();
     }
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();
-    assert_points_eq(&read_run(&store.root().join("sw/r1")).unwrap().metrics.points(), &all);
+    assert_points_eq(
+        &read_run(&store.root().join("sw/r1"))
+            .unwrap()
+            .metrics
+            .points(),
+        &all,
+    );
 }
 
 #[test]
@@ -201,9 +244,15 @@ fn truncation_at_every_byte_keeps_exactly_the_complete_batches() {
         if sizes.contains(&(cut as u64)) {
             assert_eq!(state, SegmentState::Complete, "cut {cut}");
         } else if cut as u64 > sizes[0] {
-            assert!(matches!(state, SegmentState::Truncated { .. }), "cut {cut}: {state:?}");
+            assert!(
+                matches!(state, SegmentState::Truncated { .. }),
+                "cut {cut}: {state:?}"
+            );
         } else {
-            assert!(!matches!(state, SegmentState::Corrupt(_)), "cut {cut}: {state:?}");
+            assert!(
+                !matches!(state, SegmentState::Corrupt(_)),
+                "cut {cut}: {state:?}"
+            );
         }
     }
     // Recovery through a new writer keeps the prefix, compacts, and later writes follow.
@@ -216,7 +265,12 @@ fn truncation_at_every_byte_keeps_exactly_the_complete_batches() {
     w.log_at(99, 1.0, "loss", 1.5).unwrap();
     w.close().unwrap();
     let mut expect = want[..32].to_vec();
-    expect.push(MetricPoint { step: 99, wall_time: 1.0, name: "loss".into(), value: 1.5 });
+    expect.push(MetricPoint {
+        step: 99,
+        wall_time: 1.0,
+        name: "loss".into(),
+        value: 1.5,
+    });
     assert_points_eq(&read_run(&dir).unwrap().metrics.points(), &expect);
 }
 
@@ -250,9 +304,15 @@ fn registry_round_trip_params_status_events() {
     let tmp = tempfile::tempdir().unwrap();
     let store = new_store(tmp.path());
     assert!(store.register_run(&spec("r1", "sw")).unwrap());
-    assert!(!store.register_run(&spec("r1", "sw")).unwrap(), "re-registering is a no-op");
+    assert!(
+        !store.register_run(&spec("r1", "sw")).unwrap(),
+        "re-registering is a no-op"
+    );
     let r = store.run("r1").unwrap();
-    assert_eq!((r.status, r.attempt, r.model.as_deref(), r.patch), (Status::Queued, 0, Some("DiT-S"), Some(2)));
+    assert_eq!(
+        (r.status, r.attempt, r.model.as_deref(), r.patch),
+        (Status::Queued, 0, Some("DiT-S"), Some(2))
+    );
 
     store
         .set_params(
@@ -265,27 +325,58 @@ fn registry_round_trip_params_status_events() {
             ],
         )
         .unwrap();
-    store.set_params("r1", &[("batch", ParamValue::Int(128))]).unwrap();
-    let params: BTreeMap<String, ParamValue> =
-        store.params(Some("r1")).unwrap().into_iter().map(|p| (p.key, p.value)).collect();
+    store
+        .set_params("r1", &[("batch", ParamValue::Int(128))])
+        .unwrap();
+    let params: BTreeMap<String, ParamValue> = store
+        .params(Some("r1"))
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.key, p.value))
+        .collect();
     assert_eq!(params["lr"], ParamValue::Float(1e-4));
     assert_eq!(params["batch"], ParamValue::Int(128));
     assert_eq!(params["ema"], ParamValue::Bool(true));
     assert_eq!(params["vae"], ParamValue::Str("ema".into()));
 
-    assert_eq!(store.set_status("r1", &StatusChange::new(Status::Running).on("h1", "cpu")).unwrap(), 1);
     assert_eq!(
-        store.set_status("r1", &StatusChange::new(Status::Preempted).message("SIGTERM")).unwrap(),
+        store
+            .set_status("r1", &StatusChange::new(Status::Running).on("h1", "cpu"))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .set_status(
+                "r1",
+                &StatusChange::new(Status::Preempted).message("SIGTERM")
+            )
+            .unwrap(),
         1
     );
     let r = store.run("r1").unwrap();
-    assert_eq!((r.status, r.error.as_deref(), r.host.as_deref()), (Status::Preempted, Some("SIGTERM"), Some("h1")));
+    assert_eq!(
+        (r.status, r.error.as_deref(), r.host.as_deref()),
+        (Status::Preempted, Some("SIGTERM"), Some("h1"))
+    );
     assert!(r.ended_at.is_some());
-    assert_eq!(store.set_status("r1", &StatusChange::new(Status::Running)).unwrap(), 2);
+    assert_eq!(
+        store
+            .set_status("r1", &StatusChange::new(Status::Running))
+            .unwrap(),
+        2
+    );
     let r = store.run("r1").unwrap();
     assert_eq!((r.attempt, r.error.as_deref(), r.ended_at), (2, None, None));
-    store.set_status("r1", &StatusChange::new(Status::Finished)).unwrap();
-    let ev: Vec<(Status, i64)> = store.events(Some("r1")).unwrap().iter().map(|e| (e.status, e.attempt)).collect();
+    store
+        .set_status("r1", &StatusChange::new(Status::Finished))
+        .unwrap();
+    let ev: Vec<(Status, i64)> = store
+        .events(Some("r1"))
+        .unwrap()
+        .iter()
+        .map(|e| (e.status, e.attempt))
+        .collect();
     assert_eq!(
         ev,
         vec![
@@ -308,10 +399,22 @@ fn registry_round_trip_params_status_events() {
 fn resolve_store_precedence() {
     // One test touches the environment, so no other test races on it.
     std::env::set_var("DITBENCH_STORE", "/tmp/from-env");
-    assert_eq!(ditbench_track::resolve_store(Some("flag".into())), Path::new("flag"));
-    assert_eq!(ditbench_track::resolve_store(None), Path::new("/tmp/from-env"));
+    assert_eq!(
+        ditbench_track::resolve_store(Some("flag".into())),
+        Path::new("flag")
+    );
+    assert_eq!(
+        ditbench_track::resolve_store(None),
+        Path::new("/tmp/from-env")
+    );
     std::env::set_var("DITBENCH_STORE", "");
-    assert_eq!(ditbench_track::resolve_store(None), Path::new("experiments"));
+    assert_eq!(
+        ditbench_track::resolve_store(None),
+        Path::new("experiments")
+    );
     std::env::remove_var("DITBENCH_STORE");
-    assert_eq!(ditbench_track::resolve_store(None), Path::new("experiments"));
+    assert_eq!(
+        ditbench_track::resolve_store(None),
+        Path::new("experiments")
+    );
 }

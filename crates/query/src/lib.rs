@@ -1,0 +1,383 @@
+//! # ditbench-query: the run store's reading side
+//!
+//! Polars SQL over a run store written by `ditbench-track`. Nothing here writes to the
+//! store: the registry is opened read-only and segments are read, never compacted.
+//!
+//! ## Tables
+//!
+//! | table | one row per | columns |
+//! | --- | --- | --- |
+//! | `runs` | run | run_id, sweep, model, patch, n_params, gflops, status, attempt, host, device, git_commit, git_dirty, created_at, started_at, ended_at, error |
+//! | `params` | run × key (long) | run_id, key, type, value (text), value_num (number or null) |
+//! | `params_wide` | run | run_id, then one typed column per parameter key |
+//! | `metrics` | metric point | run_id, step, wall_time, name, value |
+//! | `evals` | evaluation | run_id, step, wall_time, metric, value, num_samples, cfg_scale, sampler, sampling_steps, extractor |
+//! | `summaries` | run × metric | run_id, metric, source (metric/eval), last, last_step, min, min_step, max, max_step, count |
+//! | `events` | status change | run_id, time, status, attempt, host, message |
+//! | `sweeps` | sweep | sweep, created_at |
+//!
+//! Times are UTC datetimes (`created_at`, `started_at`, `ended_at`, `time`) except
+//! `wall_time`, which stays Unix seconds (Float64) for plotting.
+//!
+//! `metrics` and `evals` read each run's Parquet files lazily (only the tables a query
+//! names are built); runs still being written, or killed before compaction, are read
+//! from their segments. A store is scoped to one sweep with [`RunStore::open`]'s `sweep`.
+//!
+//! ```no_run
+//! let rs = ditbench_query::RunStore::open("experiments".as_ref(), None)?;
+//! let df = rs.sql("SELECT r.model, r.patch, min(e.value) AS best_fid
+//!                  FROM evals e JOIN runs r ON e.run_id = r.run_id
+//!                  WHERE e.metric = 'fid' GROUP BY r.model, r.patch ORDER BY best_fid")?;
+//! print!("{}", ditbench_query::format_table(&df));
+//! # Ok::<(), ditbench_query::QueryError>(())
+//! ```
+
+mod output;
+mod prune;
+mod tables;
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use polars::sql::SQLContext;
+
+pub use output::{format_table, write_output, OutputFormat};
+/// Re-exported so that callers need no direct polars dependency.
+pub use polars::prelude::{DataFrame, LazyFrame};
+pub use tables::{TableInfo, TABLES};
+
+use ditbench_track::{RunRecord, Store};
+
+/// Errors of the reading side.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Track(#[from] ditbench_track::Error),
+    /// A SQL statement failed; `help` lists the tables and their columns.
+    #[error("SQL error: {message}\n\n{help}")]
+    Sql {
+        /// Polars' message.
+        message: String,
+        /// The tables and their columns.
+        help: String,
+    },
+    /// `--sweep` named a sweep that is not in the registry.
+    #[error("unknown sweep {name:?}; sweeps in this store: {known}")]
+    UnknownSweep {
+        /// The requested sweep.
+        name: String,
+        /// The registered sweeps, comma-separated.
+        known: String,
+    },
+    /// A run id that is not in the registry (or not in the selected sweep).
+    #[error("unknown run {0:?}")]
+    UnknownRun(String),
+    /// A table name that does not exist.
+    #[error("unknown table {name:?}; tables: {known}")]
+    UnknownTable {
+        /// The requested table.
+        name: String,
+        /// The known tables.
+        known: String,
+    },
+    /// A Polars failure outside SQL.
+    #[error("polars: {0}")]
+    Polars(#[from] PolarsError),
+    /// Writing output failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Result with [`QueryError`].
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// A read-only view of a run store, optionally scoped to one sweep.
+pub struct RunStore {
+    store: Store,
+    sweep: Option<String>,
+    runs: Vec<RunRecord>,
+    warnings: std::cell::RefCell<Vec<String>>,
+}
+
+impl std::fmt::Debug for RunStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunStore")
+            .field("root", &self.store.root())
+            .field("sweep", &self.sweep)
+            .finish()
+    }
+}
+
+/// Everything `runs show` prints about one run.
+#[derive(Debug)]
+pub struct RunDetails {
+    /// The registry row.
+    pub run: RunRecord,
+    /// The run folder.
+    pub dir: PathBuf,
+    /// `config.toml`, if present.
+    pub config: Option<String>,
+    /// Field/value pairs of the registry row, formatted.
+    pub fields: Vec<(String, String)>,
+    /// Typed parameters (key, type, value).
+    pub params: DataFrame,
+    /// Status history.
+    pub events: DataFrame,
+    /// Summaries (including not yet compacted points).
+    pub summaries: DataFrame,
+    /// Newest checkpoint file, if any.
+    pub last_checkpoint: Option<PathBuf>,
+    /// Rows not yet compacted / truncated segments.
+    pub notes: Vec<String>,
+}
+
+impl RunStore {
+    /// Opens the store at `root` read-only; with `sweep`, every table holds only that
+    /// sweep's runs.
+    pub fn open(root: &Path, sweep: Option<&str>) -> Result<RunStore> {
+        let store = Store::open_read_only(root)?;
+        if let Some(s) = sweep {
+            let sweeps = store.sweeps()?;
+            if !sweeps.iter().any(|r| r.name == s) {
+                let known: Vec<_> = sweeps.into_iter().map(|r| r.name).collect();
+                return Err(QueryError::UnknownSweep {
+                    name: s.to_string(),
+                    known: if known.is_empty() {
+                        "(none)".into()
+                    } else {
+                        known.join(", ")
+                    },
+                });
+            }
+        }
+        let runs = store.runs(sweep)?;
+        Ok(RunStore {
+            store,
+            sweep: sweep.map(str::to_string),
+            runs,
+            warnings: Default::default(),
+        })
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// The runs in scope.
+    pub fn runs(&self) -> &[RunRecord] {
+        &self.runs
+    }
+
+    /// Warnings collected while reading (truncated or damaged segments), drained.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut self.warnings.borrow_mut())
+    }
+
+    /// One table as a lazy frame.
+    pub fn table(&self, name: &str) -> Result<LazyFrame> {
+        let lf = match name {
+            "runs" => tables::runs_frame(&self.runs)?.lazy(),
+            "params" => tables::params_long(&self.store, &self.runs)?.lazy(),
+            "params_wide" => tables::params_wide(&self.store, &self.runs)?.lazy(),
+            "summaries" => {
+                let (df, w) = tables::summaries(&self.store, &self.runs)?;
+                self.warnings.borrow_mut().extend(w);
+                df.lazy()
+            }
+            "events" => tables::events(&self.store, &self.runs)?.lazy(),
+            "sweeps" => tables::sweeps(&self.store, self.sweep.as_deref())?.lazy(),
+            "metrics" | "evals" => {
+                let table = if name == "metrics" {
+                    ditbench_track::Table::Metrics
+                } else {
+                    ditbench_track::Table::Evals
+                };
+                let (lf, w) = tables::run_table(&self.store, &self.runs, table)?;
+                self.warnings.borrow_mut().extend(w);
+                lf
+            }
+            other => {
+                return Err(QueryError::UnknownTable {
+                    name: other.to_string(),
+                    known: TABLES.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+                })
+            }
+        };
+        Ok(lf)
+    }
+
+    /// The tables and their columns (with types), one table per line.
+    pub fn describe_tables(&self) -> String {
+        let mut out = String::from("tables and columns:\n");
+        for t in TABLES {
+            let cols = if t.name == "params_wide" {
+                match tables::params_wide(&self.store, &self.runs) {
+                    Ok(df) => df
+                        .schema()
+                        .iter()
+                        .map(|(n, d)| format!("{n} {}", tables::type_name(d)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    Err(_) => "run_id str, <one column per parameter key>".into(),
+                }
+            } else {
+                t.columns
+                    .iter()
+                    .map(|(n, ty)| format!("{n} {ty}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push_str(&format!("  {}({cols})\n", t.name));
+        }
+        out
+    }
+
+    fn sql_error(&self, e: impl std::fmt::Display) -> QueryError {
+        QueryError::Sql {
+            message: e.to_string(),
+            help: self.describe_tables(),
+        }
+    }
+
+    /// Runs a Polars SQL query over the tables (only those the query names are built).
+    pub fn sql(&self, query: &str) -> Result<DataFrame> {
+        let mut ctx = SQLContext::new();
+        let names = match polars::sql::extract_table_identifiers(query, false, true) {
+            Ok(n) => n,
+            Err(e) => return Err(self.sql_error(e)),
+        };
+        // Run pruning (see prune.rs): only when the table is named exactly once.
+        let pruned = prune::run_filter(query).filter(|(table, _)| {
+            names.len() == 1
+                && polars::sql::extract_table_identifiers(query, false, false)
+                    .map(|all| all.iter().filter(|n| n.eq_ignore_ascii_case(table)).count() == 1)
+                    .unwrap_or(false)
+        });
+        for name in names {
+            let lower = name.to_ascii_lowercase();
+            if let Some((table, ids)) = pruned.as_ref().filter(|(t, _)| *t == lower) {
+                let runs: Vec<RunRecord> = self
+                    .runs
+                    .iter()
+                    .filter(|r| ids.contains(&r.id))
+                    .cloned()
+                    .collect();
+                let t = if table == "metrics" {
+                    ditbench_track::Table::Metrics
+                } else {
+                    ditbench_track::Table::Evals
+                };
+                let (lf, w) = tables::run_table(&self.store, &runs, t)?;
+                self.warnings.borrow_mut().extend(w);
+                ctx.register(&name, lf);
+            } else if TABLES.iter().any(|t| t.name == lower) {
+                let lf = self.table(&lower)?;
+                ctx.register(&name, lf);
+            }
+            // Unknown names (CTEs, aliases, or typos) are left to Polars, whose error
+            // is shown with the table list.
+        }
+        let lf = ctx.execute(query).map_err(|e| self.sql_error(e))?;
+        lf.collect().map_err(|e| self.sql_error(e))
+    }
+
+    /// `runs list`: runs with their status, optionally filtered by status and by a SQL
+    /// boolean expression over the runs' columns and their parameters (`params_wide`
+    /// columns; a parameter named like a runs column is available as `param_<key>`).
+    pub fn list(&self, status: Option<&str>, where_expr: Option<&str>) -> Result<DataFrame> {
+        if let Some(s) = status {
+            s.parse::<ditbench_track::Status>()?;
+        }
+        let runs = tables::runs_frame(&self.runs)?;
+        let wide = tables::params_wide(&self.store, &self.runs)?;
+        let joined = tables::join_params(runs, wide)?;
+        let mut ctx = SQLContext::new();
+        ctx.register("runs", joined.lazy());
+        let mut conds = Vec::new();
+        if let Some(s) = status {
+            conds.push(format!("status = '{s}'"));
+        }
+        if let Some(w) = where_expr {
+            conds.push(format!("({w})"));
+        }
+        let where_sql = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        let q = format!(
+            "SELECT run_id, sweep, model, patch, gflops, status, attempt, started_at, ended_at FROM runs {where_sql} ORDER BY sweep, run_id"
+        );
+        let lf = ctx.execute(&q).map_err(|e| self.sql_error(e))?;
+        lf.collect().map_err(|e| self.sql_error(e))
+    }
+
+    fn run_record(&self, id: &str) -> Result<&RunRecord> {
+        self.runs
+            .iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| QueryError::UnknownRun(id.to_string()))
+    }
+
+    /// `runs show ID`.
+    pub fn show(&self, id: &str) -> Result<RunDetails> {
+        ditbench_track::validate_id("run id", id)?;
+        let run = self.run_record(id)?.clone();
+        let dir = self.store.run_dir(&run.sweep, &run.id);
+        let config = std::fs::read_to_string(dir.join("config.toml")).ok();
+        let one = std::slice::from_ref(&run);
+        let params = tables::params_long(&self.store, one)?.drop_many(["run_id"]);
+        let events = tables::events(&self.store, one)?.drop_many(["run_id"]);
+        let (summaries, mut notes) = tables::summaries(&self.store, one)?;
+        let summaries = summaries.drop_many(["run_id"]);
+        if ditbench_track::segments::has_segments(&dir)? {
+            notes.push("this run has segments that are not compacted yet (running, or killed: the next writer compacts them)".into());
+        }
+        let last_checkpoint = newest_checkpoint(&dir.join("checkpoints"));
+        let fields = tables::run_fields(&run);
+        Ok(RunDetails {
+            run,
+            dir,
+            config,
+            fields,
+            params,
+            events,
+            summaries,
+            last_checkpoint,
+            notes,
+        })
+    }
+
+    /// `runs compare ID ID…`: one row per field (registry columns, `param.<key>`,
+    /// `<metric>.last` / `<metric>.min`), one column per run.
+    pub fn compare(&self, ids: &[String]) -> Result<DataFrame> {
+        let mut runs = Vec::new();
+        for id in ids {
+            ditbench_track::validate_id("run id", id)?;
+            runs.push(self.run_record(id)?.clone());
+        }
+        tables::compare(&self.store, &runs)
+    }
+}
+
+fn newest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let mut best: Option<PathBuf> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) == Some("safetensors")
+            && best.as_ref().is_none_or(|b| p.file_name() > b.file_name())
+        {
+            best = Some(p);
+        }
+    }
+    best
+}

@@ -1,0 +1,636 @@
+//! Building the SQL tables from the registry and the run folders.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+
+use ditbench_track::segments::summarize;
+use ditbench_track::{read_run, ParamValue, RunRecord, Store, Table};
+
+use crate::Result;
+
+/// A table's name and its fixed columns (name, type).
+#[derive(Debug, Clone, Copy)]
+pub struct TableInfo {
+    /// SQL name.
+    pub name: &'static str,
+    /// Columns with a short type name.
+    pub columns: &'static [(&'static str, &'static str)],
+}
+
+/// All tables.
+pub const TABLES: &[TableInfo] = &[
+    TableInfo {
+        name: "runs",
+        columns: &[
+            ("run_id", "str"),
+            ("sweep", "str"),
+            ("model", "str"),
+            ("patch", "i64"),
+            ("n_params", "i64"),
+            ("gflops", "f64"),
+            ("status", "str"),
+            ("attempt", "i64"),
+            ("host", "str"),
+            ("device", "str"),
+            ("git_commit", "str"),
+            ("git_dirty", "bool"),
+            ("created_at", "datetime"),
+            ("started_at", "datetime"),
+            ("ended_at", "datetime"),
+            ("error", "str"),
+        ],
+    },
+    TableInfo {
+        name: "params",
+        columns: &[
+            ("run_id", "str"),
+            ("key", "str"),
+            ("type", "str"),
+            ("value", "str"),
+            ("value_num", "f64"),
+        ],
+    },
+    TableInfo {
+        name: "params_wide",
+        columns: &[("run_id", "str")],
+    },
+    TableInfo {
+        name: "metrics",
+        columns: &[
+            ("run_id", "str"),
+            ("step", "i64"),
+            ("wall_time", "f64"),
+            ("name", "str"),
+            ("value", "f64"),
+        ],
+    },
+    TableInfo {
+        name: "evals",
+        columns: &[
+            ("run_id", "str"),
+            ("step", "i64"),
+            ("wall_time", "f64"),
+            ("metric", "str"),
+            ("value", "f64"),
+            ("num_samples", "i64"),
+            ("cfg_scale", "f64"),
+            ("sampler", "str"),
+            ("sampling_steps", "i64"),
+            ("extractor", "str"),
+        ],
+    },
+    TableInfo {
+        name: "summaries",
+        columns: &[
+            ("run_id", "str"),
+            ("metric", "str"),
+            ("source", "str"),
+            ("last", "f64"),
+            ("last_step", "i64"),
+            ("min", "f64"),
+            ("min_step", "i64"),
+            ("max", "f64"),
+            ("max_step", "i64"),
+            ("count", "i64"),
+        ],
+    },
+    TableInfo {
+        name: "events",
+        columns: &[
+            ("run_id", "str"),
+            ("time", "datetime"),
+            ("status", "str"),
+            ("attempt", "i64"),
+            ("host", "str"),
+            ("message", "str"),
+        ],
+    },
+    TableInfo {
+        name: "sweeps",
+        columns: &[("sweep", "str"), ("created_at", "datetime")],
+    },
+];
+
+/// Short type name of a Polars dtype, as used in [`TABLES`].
+pub fn type_name(d: &DataType) -> &'static str {
+    match d {
+        DataType::String => "str",
+        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => "i64",
+        DataType::Float64 | DataType::Float32 => "f64",
+        DataType::Boolean => "bool",
+        DataType::Datetime(_, _) => "datetime",
+        _ => "other",
+    }
+}
+
+fn col<T: ?Sized, V>(name: &str, v: V) -> Column
+where
+    Series: NamedFrom<V, T>,
+{
+    Series::new(name.into(), v).into_column()
+}
+
+/// Unix seconds → naive UTC datetime (ms).
+fn datetime_col(name: &str, secs: Vec<Option<f64>>) -> Result<Column> {
+    let ms: Vec<Option<i64>> = secs
+        .into_iter()
+        .map(|s| s.map(|s| (s * 1000.0).round() as i64))
+        .collect();
+    Ok(Series::new(name.into(), ms)
+        .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))?
+        .into_column())
+}
+
+fn frame(cols: Vec<Column>) -> Result<DataFrame> {
+    Ok(DataFrame::new_infer_height(cols)?)
+}
+
+pub(crate) fn runs_frame(runs: &[RunRecord]) -> Result<DataFrame> {
+    let s = |f: fn(&RunRecord) -> Option<String>| runs.iter().map(f).collect::<Vec<_>>();
+    frame(vec![
+        col(
+            "run_id",
+            runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        ),
+        col(
+            "sweep",
+            runs.iter().map(|r| r.sweep.clone()).collect::<Vec<_>>(),
+        ),
+        col("model", s(|r| r.model.clone())),
+        col("patch", runs.iter().map(|r| r.patch).collect::<Vec<_>>()),
+        col(
+            "n_params",
+            runs.iter().map(|r| r.n_params).collect::<Vec<_>>(),
+        ),
+        col("gflops", runs.iter().map(|r| r.gflops).collect::<Vec<_>>()),
+        col(
+            "status",
+            runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+        ),
+        col(
+            "attempt",
+            runs.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+        ),
+        col("host", s(|r| r.host.clone())),
+        col("device", s(|r| r.device.clone())),
+        col("git_commit", s(|r| r.git_commit.clone())),
+        col(
+            "git_dirty",
+            runs.iter().map(|r| r.git_dirty).collect::<Vec<_>>(),
+        ),
+        datetime_col(
+            "created_at",
+            runs.iter().map(|r| Some(r.created_at)).collect(),
+        )?,
+        datetime_col("started_at", runs.iter().map(|r| r.started_at).collect())?,
+        datetime_col("ended_at", runs.iter().map(|r| r.ended_at).collect())?,
+        col("error", s(|r| r.error.clone())),
+    ])
+}
+
+fn in_scope(runs: &[RunRecord]) -> std::collections::HashSet<&str> {
+    runs.iter().map(|r| r.id.as_str()).collect()
+}
+
+/// The registry's params rows for the runs in scope (one query; filtered here).
+fn param_rows(store: &Store, runs: &[RunRecord]) -> Result<Vec<ditbench_track::ParamRow>> {
+    let rows = if runs.len() == 1 {
+        store.params(Some(&runs[0].id))?
+    } else {
+        store.params(None)?
+    };
+    let scope = in_scope(runs);
+    Ok(rows
+        .into_iter()
+        .filter(|p| scope.contains(p.run_id.as_str()))
+        .collect())
+}
+
+pub(crate) fn params_long(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
+    let rows = param_rows(store, runs)?;
+    frame(vec![
+        col(
+            "run_id",
+            rows.iter().map(|p| p.run_id.clone()).collect::<Vec<_>>(),
+        ),
+        col(
+            "key",
+            rows.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+        ),
+        col(
+            "type",
+            rows.iter().map(|p| p.value.kind()).collect::<Vec<_>>(),
+        ),
+        col(
+            "value",
+            rows.iter().map(|p| p.value.to_string()).collect::<Vec<_>>(),
+        ),
+        col(
+            "value_num",
+            rows.iter().map(|p| p.value.as_f64()).collect::<Vec<_>>(),
+        ),
+    ])
+}
+
+pub(crate) fn params_wide(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
+    let rows = param_rows(store, runs)?;
+    let index: std::collections::HashMap<&str, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
+        .collect();
+    let mut keys: BTreeMap<&str, Vec<Option<&ParamValue>>> = BTreeMap::new();
+    for p in &rows {
+        let v = keys
+            .entry(p.key.as_str())
+            .or_insert_with(|| vec![None; runs.len()]);
+        v[index[p.run_id.as_str()]] = Some(&p.value);
+    }
+    let mut cols = vec![col(
+        "run_id",
+        runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+    )];
+    for (key, vals) in keys {
+        if key == "run_id" {
+            continue;
+        }
+        let kinds: std::collections::BTreeSet<&str> =
+            vals.iter().flatten().map(|v| v.kind()).collect();
+        let kinds: Vec<&str> = kinds.into_iter().collect();
+        let c = match kinds.as_slice() {
+            ["int"] => col(
+                key,
+                vals.iter()
+                    .map(|v| match v {
+                        Some(ParamValue::Int(i)) => Some(*i),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            ["bool"] => col(
+                key,
+                vals.iter()
+                    .map(|v| match v {
+                        Some(ParamValue::Bool(b)) => Some(*b),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            ["float"] | ["float", "int"] => col(
+                key,
+                vals.iter()
+                    .map(|v| v.and_then(|v| v.as_f64()))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => col(
+                key,
+                vals.iter()
+                    .map(|v| v.map(|v| v.to_string()))
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        cols.push(c);
+    }
+    frame(cols)
+}
+
+/// runs ⟕ params_wide; a parameter whose key is also a runs column is renamed `param_<key>`.
+pub(crate) fn join_params(runs: DataFrame, wide: DataFrame) -> Result<DataFrame> {
+    let mut cols: Vec<Column> = runs.columns().to_vec();
+    let names: std::collections::HashSet<String> = runs
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // Same run order in both frames (params_wide is built from the same run list).
+    for c in wide.columns().iter().skip(1) {
+        let mut c = c.clone();
+        if names.contains(c.name().as_str()) {
+            let n = format!("param_{}", c.name());
+            c.rename(n.into());
+        }
+        cols.push(c);
+    }
+    frame(cols)
+}
+
+pub(crate) fn events(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
+    let ev = if runs.len() == 1 {
+        store.events(Some(&runs[0].id))?
+    } else {
+        store.events(None)?
+    };
+    let scope = in_scope(runs);
+    let ev: Vec<_> = ev
+        .into_iter()
+        .filter(|e| scope.contains(e.run_id.as_str()))
+        .collect();
+    frame(vec![
+        col(
+            "run_id",
+            ev.iter().map(|e| e.run_id.clone()).collect::<Vec<_>>(),
+        ),
+        datetime_col("time", ev.iter().map(|e| Some(e.time)).collect())?,
+        col(
+            "status",
+            ev.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(),
+        ),
+        col("attempt", ev.iter().map(|e| e.attempt).collect::<Vec<_>>()),
+        col(
+            "host",
+            ev.iter().map(|e| e.host.clone()).collect::<Vec<_>>(),
+        ),
+        col(
+            "message",
+            ev.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
+        ),
+    ])
+}
+
+pub(crate) fn sweeps(store: &Store, only: Option<&str>) -> Result<DataFrame> {
+    let sw: Vec<_> = store
+        .sweeps()?
+        .into_iter()
+        .filter(|s| only.is_none_or(|o| o == s.name))
+        .collect();
+    frame(vec![
+        col(
+            "sweep",
+            sw.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        ),
+        datetime_col(
+            "created_at",
+            sw.iter().map(|s| Some(s.created_at)).collect(),
+        )?,
+    ])
+}
+
+/// Whether a run folder may hold segments: a cheap check (one directory listing)
+/// done for every run before the exact one.
+fn may_have_segments(dir: &std::path::Path) -> bool {
+    Table::ALL.iter().any(|t| t.segment_dir(dir).is_dir())
+}
+
+fn summaries_frame(s: &[ditbench_track::Summary]) -> Result<DataFrame> {
+    frame(vec![
+        col(
+            "run_id",
+            s.iter().map(|x| x.run_id.clone()).collect::<Vec<_>>(),
+        ),
+        col(
+            "metric",
+            s.iter().map(|x| x.metric.clone()).collect::<Vec<_>>(),
+        ),
+        col(
+            "source",
+            s.iter().map(|x| x.source.as_str()).collect::<Vec<_>>(),
+        ),
+        col("last", s.iter().map(|x| x.last).collect::<Vec<_>>()),
+        col(
+            "last_step",
+            s.iter().map(|x| x.last_step).collect::<Vec<_>>(),
+        ),
+        col("min", s.iter().map(|x| x.min).collect::<Vec<_>>()),
+        col("min_step", s.iter().map(|x| x.min_step).collect::<Vec<_>>()),
+        col("max", s.iter().map(|x| x.max).collect::<Vec<_>>()),
+        col("max_step", s.iter().map(|x| x.max_step).collect::<Vec<_>>()),
+        col("count", s.iter().map(|x| x.count).collect::<Vec<_>>()),
+    ])
+}
+
+/// Registry summaries, with runs that have uncompacted segments summarised from
+/// their current data instead. Returns the frame and read warnings.
+pub(crate) fn summaries(store: &Store, runs: &[RunRecord]) -> Result<(DataFrame, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let mut live = std::collections::HashMap::new();
+    for r in runs {
+        let dir = store.run_dir(&r.sweep, &r.id);
+        if may_have_segments(&dir) && ditbench_track::segments::has_segments(&dir)? {
+            let data = read_run(&dir)?;
+            warnings.extend(data.warnings.iter().cloned());
+            live.insert(r.id.as_str(), summarize(&r.id, &data));
+        }
+    }
+    let all = if runs.len() == 1 {
+        store.summaries(Some(&runs[0].id))?
+    } else {
+        store.summaries(None)?
+    };
+    let scope = in_scope(runs);
+    let mut rows: Vec<_> = all
+        .into_iter()
+        .filter(|s| scope.contains(s.run_id.as_str()) && !live.contains_key(s.run_id.as_str()))
+        .collect();
+    for (_, s) in live {
+        rows.extend(s);
+    }
+    rows.sort_by(|a, b| {
+        (&a.run_id, a.source.as_str(), &a.metric).cmp(&(&b.run_id, b.source.as_str(), &b.metric))
+    });
+    Ok((summaries_frame(&rows)?, warnings))
+}
+
+fn empty_frame(table: Table) -> Result<DataFrame> {
+    let info = TABLES
+        .iter()
+        .find(|t| t.name == table.name())
+        .expect("known table");
+    let cols = info
+        .columns
+        .iter()
+        .map(|(n, ty)| {
+            let dt = match *ty {
+                "i64" => DataType::Int64,
+                "f64" => DataType::Float64,
+                _ => DataType::String,
+            };
+            Column::new_empty((*n).into(), &dt)
+        })
+        .collect();
+    frame(cols)
+}
+
+fn pending_frame(run_id: &str, data: &ditbench_track::RunData, table: Table) -> Result<DataFrame> {
+    match table {
+        Table::Metrics => {
+            let m = &data.metrics;
+            frame(vec![
+                col("run_id", vec![run_id; m.len()]),
+                col("step", m.step.clone()),
+                col("wall_time", m.wall_time.clone()),
+                col("name", m.name.clone()),
+                col("value", m.value.clone()),
+            ])
+        }
+        Table::Evals => {
+            let e = &data.evals;
+            frame(vec![
+                col("run_id", vec![run_id; e.len()]),
+                col("step", e.step.clone()),
+                col("wall_time", e.wall_time.clone()),
+                col("metric", e.metric.clone()),
+                col("value", e.value.clone()),
+                col("num_samples", e.num_samples.clone()),
+                col("cfg_scale", e.cfg_scale.clone()),
+                col("sampler", e.sampler.clone()),
+                col("sampling_steps", e.sampling_steps.clone()),
+                col("extractor", e.extractor.clone()),
+            ])
+        }
+    }
+}
+
+/// `metrics` or `evals` over the runs in scope: compacted runs are scanned from
+/// Parquet lazily; runs with pending segments are read through the track crate.
+pub(crate) fn run_table(
+    store: &Store,
+    runs: &[RunRecord],
+    table: Table,
+) -> Result<(LazyFrame, Vec<String>)> {
+    let mut files: Vec<PlRefPath> = Vec::new();
+    let mut parts: Vec<LazyFrame> = Vec::new();
+    let mut warnings = Vec::new();
+    for r in runs {
+        let dir = store.run_dir(&r.sweep, &r.id);
+        if may_have_segments(&dir) && ditbench_track::segments::has_segments(&dir)? {
+            let data = read_run(&dir)?;
+            warnings.extend(data.warnings.iter().cloned());
+            let df = pending_frame(&r.id, &data, table)?;
+            if df.height() > 0 {
+                parts.push(df.lazy());
+            }
+            continue;
+        }
+        let p = table.parquet_path(&dir);
+        if p.is_file() {
+            files.push(PlRefPath::try_from_pathbuf(p)?);
+        }
+    }
+    if !files.is_empty() {
+        let args = ScanArgsParquet {
+            glob: false,
+            ..Default::default()
+        };
+        parts.insert(0, LazyFrame::scan_parquet_files(files.into(), args)?);
+    }
+    let lf = match parts.len() {
+        0 => empty_frame(table)?.lazy(),
+        1 => parts.pop().expect("one part"),
+        _ => concat(parts, UnionArgs::default())?,
+    };
+    Ok((lf, warnings))
+}
+
+pub(crate) fn run_fields(r: &RunRecord) -> Vec<(String, String)> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let time = |t: Option<f64>| t.map(fmt_time).unwrap_or_default();
+    vec![
+        ("run_id".into(), r.id.clone()),
+        ("sweep".into(), r.sweep.clone()),
+        ("model".into(), opt(&r.model)),
+        (
+            "patch".into(),
+            r.patch.map(|v| v.to_string()).unwrap_or_default(),
+        ),
+        (
+            "n_params".into(),
+            r.n_params.map(|v| v.to_string()).unwrap_or_default(),
+        ),
+        (
+            "gflops".into(),
+            r.gflops.map(|v| v.to_string()).unwrap_or_default(),
+        ),
+        ("status".into(), r.status.to_string()),
+        ("attempt".into(), r.attempt.to_string()),
+        ("host".into(), opt(&r.host)),
+        ("device".into(), opt(&r.device)),
+        ("git_commit".into(), opt(&r.git_commit)),
+        (
+            "git_dirty".into(),
+            r.git_dirty.map(|v| v.to_string()).unwrap_or_default(),
+        ),
+        ("created_at".into(), time(Some(r.created_at))),
+        ("started_at".into(), time(r.started_at)),
+        ("ended_at".into(), time(r.ended_at)),
+        ("error".into(), opt(&r.error)),
+    ]
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` UTC.
+pub(crate) fn fmt_time(t: f64) -> String {
+    let secs = t.floor() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub(crate) fn compare(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
+    let mut rows: Vec<String> = run_fields(&runs[0])
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k != "run_id")
+        .collect();
+    let mut values: Vec<BTreeMap<String, String>> = runs
+        .iter()
+        .map(|r| run_fields(r).into_iter().collect::<BTreeMap<_, _>>())
+        .collect();
+    let params = param_rows(store, runs)?;
+    let mut pkeys = std::collections::BTreeSet::new();
+    for p in &params {
+        let i = runs
+            .iter()
+            .position(|r| r.id == p.run_id)
+            .expect("in scope");
+        let k = format!("param.{}", p.key);
+        values[i].insert(k.clone(), p.value.to_string());
+        pkeys.insert(k);
+    }
+    rows.extend(pkeys);
+    let (sums, _) = summaries(store, runs)?;
+    let mut skeys = std::collections::BTreeSet::new();
+    let rid = sums.column("run_id")?.str()?.clone();
+    let metric = sums.column("metric")?.str()?.clone();
+    let last = sums.column("last")?.f64()?.clone();
+    let min = sums.column("min")?.f64()?.clone();
+    for i in 0..sums.height() {
+        let (Some(r), Some(m)) = (rid.get(i), metric.get(i)) else {
+            continue;
+        };
+        let Some(ri) = runs.iter().position(|x| x.id == r) else {
+            continue;
+        };
+        for (suffix, v) in [("last", last.get(i)), ("min", min.get(i))] {
+            let k = format!("{m}.{suffix}");
+            values[ri].insert(k.clone(), v.map(crate::output::fmt_f64).unwrap_or_default());
+            skeys.insert(k);
+        }
+    }
+    rows.extend(skeys);
+    let mut cols = vec![col("field", rows.clone())];
+    for (r, v) in runs.iter().zip(&values) {
+        cols.push(col(
+            &r.id,
+            rows.iter()
+                .map(|k| v.get(k).cloned().unwrap_or_default())
+                .collect::<Vec<_>>(),
+        ));
+    }
+    frame(cols)
+}

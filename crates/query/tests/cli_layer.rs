@@ -1,0 +1,154 @@
+//! The `ditbench runs` command layer (crates/cli/src/runs.rs), compiled into this test
+//! so it can be exercised before the binary wires it: parse real argument lists with
+//! clap, run them against a fixture store, compare the printed output with what the
+//! fixture wrote.
+
+mod common;
+
+#[path = "../../cli/src/runs.rs"]
+#[allow(dead_code)]
+mod runs;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "ditbench")]
+struct Cli {
+    #[arg(long)]
+    store: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    Runs(runs::RunsArgs),
+}
+
+fn run(root: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    let mut argv = vec!["ditbench", "runs"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv)?;
+    let Cmd::Runs(a) = cli.cmd;
+    let mut out = Vec::new();
+    runs::run_to(root, a, &mut out)?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn query_list_show_compare_export() {
+    let fx = common::build();
+    let root = &fx.root;
+
+    let out = run(
+        root,
+        &[
+            "query",
+            "SELECT run_id, status FROM runs WHERE status <> 'finished' ORDER BY run_id",
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        "run_id  status\n---------------\nb-2     failed\nb-3     running\n"
+    );
+
+    let out = run(
+        root,
+        &["query", "--csv", "SELECT count(*) AS n FROM metrics"],
+    )
+    .unwrap();
+    let total: usize = fx.points.values().sum();
+    assert_eq!(out, format!("n\n{total}\n"));
+
+    let out = run(
+        root,
+        &[
+            "query",
+            "--json",
+            "--sweep",
+            "a",
+            "SELECT DISTINCT sweep FROM runs",
+        ],
+    )
+    .unwrap();
+    assert_eq!(out.trim(), r#"[{"sweep":"a"}]"#);
+
+    let pq = fx.root.parent().unwrap().join("m.parquet");
+    let out = run(
+        root,
+        &["export", "metrics", "--parquet", pq.to_str().unwrap()],
+    )
+    .unwrap();
+    assert!(out.is_empty());
+    assert!(pq.is_file());
+
+    let out = run(root, &["list", "--status", "failed"]).unwrap();
+    assert!(out.lines().nth(2).unwrap().starts_with("b-2"), "{out}");
+    assert_eq!(out.lines().count(), 3);
+    let out = run(
+        root,
+        &[
+            "list",
+            "--sweep",
+            "b",
+            "--where",
+            "patch = 4 OR model = 'DiT-S'",
+            "--csv",
+        ],
+    )
+    .unwrap();
+    let ids: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(ids, ["b-0", "b-1", "b-3"]);
+
+    let out = run(root, &["show", "a-0"]).unwrap();
+    for needle in [
+        "run_id      a-0",
+        "status      finished",
+        "0000200.safetensors",
+        "status history:",
+        "summaries:",
+        "name = \"DiT-S\"",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+
+    let out = run(root, &["compare", "a-0", "b-2", "--csv"]).unwrap();
+    assert!(out.starts_with("field,a-0,b-2\n"), "{out}");
+    assert!(out.contains("status,finished,failed\n"), "{out}");
+}
+
+#[test]
+fn errors_are_clear() {
+    let fx = common::build();
+    let root = &fx.root;
+    let e = run(root, &["query", "SELECT bogus FROM runs"]).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("bogus") && msg.contains("runs(run_id str"),
+        "{msg}"
+    );
+    let e = run(root, &["query", "SELECT * FROM nope"]).unwrap_err();
+    assert!(format!("{e:#}").contains("metrics(run_id str"), "{e:#}");
+    assert!(run(root, &["show", "nope"]).is_err());
+    assert!(
+        run(root, &["compare", "a-0"]).is_err(),
+        "compare needs two ids"
+    );
+    assert!(
+        run(root, &["query", "--csv", "--json", "SELECT 1"]).is_err(),
+        "one output format"
+    );
+    assert!(run(root, &["export", "nosuchtable"])
+        .unwrap_err()
+        .to_string()
+        .contains("unknown table"));
+    let file = fx.root.parent().unwrap().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let e = run(&file, &["list"]).unwrap_err();
+    assert!(format!("{e:#}").contains("not a directory"), "{e:#}");
+}
