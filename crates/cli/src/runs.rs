@@ -38,7 +38,7 @@ pub enum RunsCommand {
         /// Only runs with this status (queued, running, finished, failed, preempted, cancelled).
         #[arg(long)]
         status: Option<String>,
-        /// A SQL condition over the runs' columns and parameters, e.g. "patch = 2 AND lr > 1e-4".
+        /// A SQL condition over the runs' columns and parameters, e.g. "patch = 2 AND lr > 0.0001" (Polars SQL does not parse 1e-4).
         #[arg(long = "where", value_name = "EXPR")]
         where_expr: Option<String>,
         #[command(flatten)]
