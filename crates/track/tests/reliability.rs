@@ -323,10 +323,15 @@ fn kill_9_at_random_moments_loses_no_flushed_point() {
                 before >= flushed,
                 "{run}: acknowledged step {flushed} but only {before} readable"
             );
-            assert!(
-                store.events(Some(&run)).unwrap().len() as u64 > acks.status,
-                "{run}: events lost"
-            );
+            // Every acknowledged status change is there, plus the registration event. A
+            // child killed before its first acknowledgement (a loaded machine can be that
+            // slow) may not have registered the run at all: nothing was promised then.
+            if acks.status > 0 {
+                assert!(
+                    store.events(Some(&run)).unwrap().len() as u64 > acks.status,
+                    "{run}: events lost"
+                );
+            }
             // Recovery compacts, keeps exactly what was readable, and frees the lock.
             let w = store.metric_writer(&run).unwrap();
             let rep = w.close().unwrap();

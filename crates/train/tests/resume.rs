@@ -9,6 +9,13 @@ use tch::{Device, Kind, Tensor};
 
 const SEED: u64 = 1234;
 
+/// libtorch's generator is process-wide: tests that draw from it must not interleave.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Run {
     model: Model,
     ema: Ema,
@@ -57,6 +64,7 @@ fn assert_identical(a: &Run, b: &Run) {
 
 #[test]
 fn resume_is_bit_identical() {
+    let _serial = serial();
     tch::set_num_threads(1);
     let n = 5;
     let mut straight = fresh();
@@ -84,6 +92,7 @@ fn resume_is_bit_identical() {
 
 #[test]
 fn keep_last_k_and_listing() {
+    let _serial = serial();
     let run = fresh();
     let dir = std::env::temp_dir().join(format!("ditbench-keep-{}", std::process::id()));
     for step in [10, 20, 30, 40] {
@@ -97,6 +106,7 @@ fn keep_last_k_and_listing() {
 
 #[test]
 fn a_checkpoint_of_another_model_is_refused_and_changes_nothing() {
+    let _serial = serial();
     let run = fresh();
     let dir = std::env::temp_dir().join(format!("ditbench-wrong-{}", std::process::id()));
     let r = Resume { step: 1, seed: 1, data_cursor: String::new() };

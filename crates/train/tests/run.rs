@@ -9,6 +9,14 @@ use ditbench_track::{read_run, Status, Store};
 use ditbench_train::config::{AdamWConfigSerde, DataConfig, RunConfig, TrainConfig};
 use ditbench_train::{train, Outcome, Progress, Provenance};
 
+/// libtorch's generator and thread count are process-wide: tests that train must not
+/// interleave, or the runs they compare draw each other's random numbers.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn store(tag: &str) -> (Store, PathBuf) {
     let dir = std::env::temp_dir().join(format!("ditbench-run-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -64,6 +72,7 @@ fn weights(dir: &std::path::Path, step: u64) -> Vec<(String, tch::Tensor)> {
 
 #[test]
 fn a_run_records_config_metrics_checkpoints_and_samples() {
+    let _serial = serial();
     let (st, dir) = store("records");
     let cfg = config(6);
     let stop = AtomicBool::new(false);
@@ -94,6 +103,7 @@ fn a_run_records_config_metrics_checkpoints_and_samples() {
 
 #[test]
 fn stop_and_resume_equals_an_uninterrupted_run() {
+    let _serial = serial();
     let (a, dir_a) = store("straight");
     let stop = AtomicBool::new(false);
     train(&a, &config(6), &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap();
@@ -123,6 +133,7 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
 
 #[test]
 fn a_non_finite_loss_marks_the_run_failed_and_keeps_the_last_checkpoint() {
+    let _serial = serial();
     let (st, dir) = store("nan");
     let mut cfg = config(40);
     cfg.train.optimizer.lr = 1e30;
@@ -145,6 +156,7 @@ fn a_non_finite_loss_marks_the_run_failed_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn bad_configs_are_refused_before_anything_is_recorded() {
+    let _serial = serial();
     let (st, _dir) = store("bad");
     let mut cfg = config(4);
     cfg.train.micro_batch = Some(3);
