@@ -1,5 +1,7 @@
 include!("../../build-support/libtorch_link.rs");
 
 fn main() {
-    link_libtorch();
+    if std::env::var_os("CARGO_FEATURE_TORCH").is_some() {
+        link_libtorch();
+    }
 }

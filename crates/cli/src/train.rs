@@ -8,7 +8,7 @@ use clap::Args;
 use ditbench_data::Dataset;
 use ditbench_model::DiTConfig;
 use ditbench_track::Store;
-use ditbench_train::config::{fnv1a64, AdamWConfigSerde, DataConfig, RunConfig, TrainConfig};
+use ditbench_train::config::{derive_run_id, AdamWConfigSerde, DataConfig, RunConfig, TrainConfig};
 use ditbench_train::{run, Outcome, Progress, Provenance};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -140,10 +140,8 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
         threads: 0,
     };
     let mut cfg = RunConfig { run_id: String::new(), sweep: a.sweep.clone(), model: m, data, train };
-    // Deterministic id from the resolved config: the same flags name the same run, so
-    // rerunning a command resumes it instead of starting over.
-    let slug: String = cfg.model.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    cfg.run_id = format!("{}-{:012x}", slug.trim_matches('-').replace("--", "-"), fnv1a64(cfg.to_toml().as_bytes()) >> 16);
+    // The same flags name the same run, so rerunning a command resumes it.
+    cfg.run_id = derive_run_id(&cfg);
     Ok(cfg)
 }
 

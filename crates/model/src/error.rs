@@ -8,6 +8,7 @@ pub enum ModelError {
     InvalidConfig(String),
     #[error("checkpoint {path}: {problem}")]
     Checkpoint { path: String, problem: String },
+    #[cfg(feature = "torch")]
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error("{path}: {source}")]

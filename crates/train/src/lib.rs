@@ -3,13 +3,14 @@
 //! metrics (the run store), checkpoints, sample grids and signals together.
 
 pub mod checkpoint;
-pub mod config;
 pub mod ema;
 pub mod optim;
 pub mod run;
 pub mod step;
 
 pub use checkpoint::{step_seed, Resume};
+/// The run config lives in `ditbench-runconfig` (shared with sweeps, no libtorch).
+pub use ditbench_runconfig as config;
 pub use config::{DataConfig, RunConfig, TrainConfig};
 pub use run::{train, Outcome, Progress, Provenance, TrainError};
 pub use ema::Ema;

@@ -3,6 +3,7 @@
 //! optimizer, whose state cannot be read back). The update follows PyTorch's
 //! single-tensor `torch.optim.AdamW` step by step, so the two agree to rounding.
 
+use ditbench_runconfig::AdamWConfigSerde;
 use tch::{Kind, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -15,9 +16,15 @@ pub struct AdamWConfig {
 }
 
 impl Default for AdamWConfig {
-    /// The official DiT recipe: lr 1e-4, betas (0.9, 0.999), no weight decay.
+    /// The official DiT recipe (see [`AdamWConfigSerde`]'s defaults).
     fn default() -> Self {
-        Self { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        AdamWConfigSerde::default().into()
+    }
+}
+
+impl From<AdamWConfigSerde> for AdamWConfig {
+    fn from(s: AdamWConfigSerde) -> Self {
+        AdamWConfig { lr: s.lr, beta1: s.beta1, beta2: s.beta2, eps: s.eps, weight_decay: s.weight_decay }
     }
 }
 

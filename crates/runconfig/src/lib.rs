@@ -1,12 +1,14 @@
 //! The resolved run config: everything needed to rerun a run, saved as `config.toml` in
 //! its folder before step 0 (so the folder alone says how the run was made).
+//!
+//! It lives in its own crate, free of libtorch, because three crates share it: `train`
+//! runs it, `sweep` expands specs into it (and must not link libtorch), and the CLI
+//! builds ad-hoc ones from flags.
 
 use std::path::PathBuf;
 
 use ditbench_model::DiTConfig;
 use serde::{Deserialize, Serialize};
-
-use crate::optim::AdamWConfig;
 
 /// Where the training images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,15 +119,9 @@ pub struct AdamWConfigSerde {
 }
 
 impl Default for AdamWConfigSerde {
+    /// The official DiT recipe: lr 1e-4, betas (0.9, 0.999), no weight decay.
     fn default() -> Self {
-        let d = AdamWConfig::default();
-        Self { lr: d.lr, beta1: d.beta1, beta2: d.beta2, eps: d.eps, weight_decay: d.weight_decay }
-    }
-}
-
-impl From<AdamWConfigSerde> for AdamWConfig {
-    fn from(s: AdamWConfigSerde) -> Self {
-        AdamWConfig { lr: s.lr, beta1: s.beta1, beta2: s.beta2, eps: s.eps, weight_decay: s.weight_decay }
+        Self { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -204,6 +200,20 @@ impl RunConfig {
     pub fn training_flops(&self) -> f64 {
         3.0 * 2.0 * self.model.gflops() * 1e9 * self.train.batch_size as f64 * self.train.steps as f64
     }
+}
+
+/// The run id of a resolved config (its `run_id` field ignored): a slug of the model
+/// name and 48 bits of the config's hash. The same config names the same run, so
+/// rerunning a command or a sweep resumes runs instead of duplicating them.
+pub fn derive_run_id(cfg: &RunConfig) -> String {
+    let mut c = cfg.clone();
+    c.run_id = String::new();
+    let slug: String = c.model.name.chars().map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' }).collect();
+    let mut slug = slug.trim_matches('-').to_string();
+    while slug.contains("--") {
+        slug = slug.replace("--", "-");
+    }
+    format!("{slug}-{:012x}", fnv1a64(c.to_toml().as_bytes()) >> 16)
 }
 
 /// A stable 64-bit FNV-1a hash (the std hasher may change between Rust versions, and
