@@ -1,0 +1,24 @@
+//! Evaluation of generative models, exact to the paper's pipeline (PAPER.md, FID):
+//!
+//! * [`inception`]: the pytorch-fid Inception-v3 (pool3 2048-d, mixed_6 spatial
+//!   features for sFID, logits for IS), weights imported from pytorch-fid's `.pth`.
+//! * [`stats`]: mean and covariance accumulated in f64, streaming.
+//! * [`frechet`]: the Fréchet distance in f64 through a symmetric eigendecomposition.
+//! * [`npz`]: ADM evaluator reference batches and sample archives.
+//! * [`metrics`]: Inception Score, precision/recall (ADM manifold estimator), KID.
+//! * [`extractor`]: the [`FeatureExtractor`] trait and the built-in feature network,
+//!   trained on the real images of a dataset when Inception weights are unavailable;
+//!   its distances are labelled `FD_<extractor>`, never "FID".
+//!
+//! This crate knows nothing about runs or sweeps (DESIGN.md).
+
+pub mod error;
+pub mod extractor;
+pub mod frechet;
+pub mod inception;
+pub mod metrics;
+pub mod npz;
+pub mod stats;
+
+pub use error::EvalError;
+pub use extractor::FeatureExtractor;

@@ -1,0 +1,1 @@
+//! Scaling reports (to be written).
