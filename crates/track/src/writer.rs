@@ -31,7 +31,11 @@ impl Segment {
     fn create(run_dir: &Path, table: Table, number: u64) -> Result<Segment> {
         let dir = table.segment_dir(run_dir);
         if !dir.is_dir() {
-            std::fs::create_dir_all(&dir).ctx("create segment directory", &dir)?;
+            // Both tables' folders at once, made durable by one fsync of the run folder.
+            for t in Table::ALL {
+                let d = t.segment_dir(run_dir);
+                std::fs::create_dir_all(&d).ctx("create segment directory", &d)?;
+            }
             sync_dir(run_dir)?;
         }
         let path = segment_path(run_dir, table, number);
@@ -329,11 +333,13 @@ impl MetricWriter {
             .into_iter()
             .flatten()
         {
+            // The end-of-stream marker is pushed to the OS but not fsynced: every row
+            // is already durable from the flush above, readers accept a segment without
+            // the marker, and compaction below durably rewrites the rows as Parquet.
+            // (Two fsyncs fewer per run; logging is fsync-bound.)
             let mut w = seg.writer;
             w.finish()?;
-            let buf = w.get_mut();
-            buf.flush().ctx("write segment", &seg.path)?;
-            buf.get_ref().sync_data().ctx("sync segment", &seg.path)?;
+            w.get_mut().flush().ctx("write segment", &seg.path)?;
         }
         let report = compact(&self.dir, &self.run_id)?;
         let summaries = summarize(&self.run_id, &report.data);
