@@ -4,6 +4,7 @@ mod doctor;
 mod models;
 #[cfg(feature = "query")]
 mod runs;
+mod sweep;
 mod train;
 
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ enum Command {
     /// list, show, compare, export.
     #[cfg(feature = "query")]
     Runs(runs::RunsArgs),
+    /// Sweeps over the DiT family from a spec (sweeps/*.toml): plan, run (local or
+    /// Slurm), status, resume, cancel.
+    Sweep(sweep::SweepArgs),
 }
 
 fn main() {
@@ -63,6 +67,7 @@ fn main() {
         Command::Train(args) => train::run_train(&store, &args),
         #[cfg(feature = "query")]
         Command::Runs(args) => runs::run(&store, args).map(|()| 0),
+        Command::Sweep(args) => sweep::run(&store, args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -58,6 +58,10 @@ pub struct TrainArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// libtorch intra-op threads on the CPU (overrides the config; not part of the run's
+    /// identity). Launchers set it per run.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Sweep to file an ad-hoc run under.
     #[arg(long, default_value = "adhoc")]
     sweep: String,
@@ -139,7 +143,7 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
         peak_tflops: None,
         threads: 0,
     };
-    let mut cfg = RunConfig { run_id: String::new(), sweep: a.sweep.clone(), model: m, data, train };
+    let mut cfg = RunConfig { run_id: String::new(), sweep: a.sweep.clone(), model: m, data, train, eval: None };
     // The same flags name the same run, so rerunning a command resumes it.
     cfg.run_id = derive_run_id(&cfg);
     Ok(cfg)
@@ -162,6 +166,10 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
         (None, None, Some(model)) => adhoc_config(a, model)?,
         (None, None, None) => bail!("say what to train: --run ID, --config FILE, or --model NAME (e.g. --model DiT-S/4)"),
     };
+    let mut cfg = cfg;
+    if let Some(t) = a.threads {
+        cfg.train.threads = t;
+    }
     let stop = run::install_stop_flag()?;
     let provenance = Provenance {
         ditbench_version: crate::VERSION.to_string(),

@@ -8,7 +8,8 @@ pub enum ModelError {
     InvalidConfig(String),
     #[error("checkpoint {path}: {problem}")]
     Checkpoint { path: String, problem: String },
-    #[cfg(feature = "torch")]
+    #[error(transparent)]
+    Config(#[from] ditbench_family::ConfigError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error("{path}: {source}")]

@@ -6,21 +6,15 @@
 //! Reading order: [`config`] (presets and counting), [`dit`] (the module),
 //! [`checkpoint`] (weights on disk), [`import`] (official `.pt` files).
 
-#[cfg(feature = "torch")]
 pub mod checkpoint;
-pub mod config;
-#[cfg(feature = "torch")]
+/// Configs, presets and counting live in `ditbench-family` (no libtorch).
+pub use ditbench_family as config;
 pub mod dit;
 pub mod error;
-#[cfg(feature = "torch")]
 pub mod import;
-
-#[cfg(feature = "torch")]
 mod model;
 
-pub use config::{presets, DiTConfig, PaperEntry, PAPER_TABLE4};
-#[cfg(feature = "torch")]
+pub use config::{presets, ConfigError, DiTConfig, PaperEntry, PAPER_TABLE4};
 pub use dit::{CfgMode, DiT};
 pub use error::ModelError;
-#[cfg(feature = "torch")]
 pub use model::Model;

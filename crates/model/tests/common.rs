@@ -9,7 +9,7 @@ use ditbench_model::DiTConfig;
 use tch::Tensor;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(manifest_dir()).join("tests/fixtures").join(name)
 }
 
 /// The tiny config of `dit_tiny.safetensors` (see scripts/reference/README.md).
@@ -50,4 +50,10 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     let diff = (&a - &b).abs().max().double_value(&[]);
     let scale = b.abs().max().double_value(&[]).max(1e-12);
     diff / scale
+}
+
+/// This crate's folder, read when the test runs: the shared build cache may hold a test
+/// binary compiled in another checkout (CI's clone), whose compile-time path is gone.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

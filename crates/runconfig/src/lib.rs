@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use ditbench_model::DiTConfig;
+use ditbench_family::DiTConfig;
 use serde::{Deserialize, Serialize};
 
 /// Where the training images come from.
@@ -125,6 +125,50 @@ impl Default for AdamWConfigSerde {
     }
 }
 
+/// Sample quality measured during and at the end of training: FID-N (or FD-N in the
+/// built-in extractor's feature space) from EMA samples against the real images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate every N steps (0: only at the end). The final step is always evaluated.
+    #[serde(default)]
+    pub every: u64,
+    /// Generated samples per evaluation (the N of FID-N).
+    pub num_samples: usize,
+    /// "builtin" (a small classifier trained on the run's real images; reported as
+    /// `FD_<extractor>`) or "inception" (pytorch-fid Inception-v3; reported as `fid`).
+    #[serde(default = "default_extractor")]
+    pub extractor: String,
+    /// Real images for the reference statistics.
+    #[serde(default = "default_reference_images")]
+    pub reference_images: usize,
+    /// Sampler and steps, as in respacing strings: "ddim25", "250" (the paper's DDPM).
+    #[serde(default = "default_eval_sampling")]
+    pub sampling: String,
+    /// Classifier-free guidance scale (1.0: none, the paper's Table 4 setting).
+    #[serde(default = "default_cfg_scale")]
+    pub cfg_scale: f64,
+    /// Sampling batch.
+    #[serde(default = "default_eval_batch")]
+    pub batch: usize,
+}
+
+fn default_extractor() -> String {
+    "builtin".into()
+}
+fn default_reference_images() -> usize {
+    2000
+}
+fn default_eval_sampling() -> String {
+    "ddim25".into()
+}
+fn default_cfg_scale() -> f64 {
+    1.0
+}
+fn default_eval_batch() -> usize {
+    100
+}
+
 /// A complete run: identity, model, data and recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,6 +178,9 @@ pub struct RunConfig {
     pub model: DiTConfig,
     pub data: DataConfig,
     pub train: TrainConfig,
+    /// Evaluation schedule (none: no FID/FD is measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalConfig>,
 }
 
 impl RunConfig {
@@ -171,16 +218,44 @@ impl RunConfig {
         }
         match self.data.kind.as_str() {
             "builtin" => {}
-            "imagefolder" if self.data.path.is_some() => {}
-            "imagefolder" => return Err("data.path is required for data.kind = \"imagefolder\"".into()),
-            k => return Err(format!("unknown data.kind `{k}`; valid: builtin, imagefolder")),
+            "imagefolder" | "latents" if self.data.path.is_some() => {}
+            k @ ("imagefolder" | "latents") => return Err(format!("data.path is required for data.kind = \"{k}\"")),
+            k => return Err(format!("unknown data.kind `{k}`; valid: builtin, imagefolder, latents")),
         }
-        if self.model.in_channels != 3 || self.model.input_size as usize != self.data.image_size {
+        if self.data.kind == "latents" {
+            // Stable Diffusion's VAE: 8× downsampling, 4 channels (PAPER.md).
+            if self.model.in_channels != 4 || self.model.input_size as usize * 8 != self.data.image_size {
+                return Err(format!(
+                    "latent training needs model in_channels = 4 and input_size = data.image_size / 8 ({}); \
+                     the model has in_channels {} and input_size {}",
+                    self.data.image_size / 8,
+                    self.model.in_channels,
+                    self.model.input_size
+                ));
+            }
+        } else if self.model.in_channels != 3 || self.model.input_size as usize != self.data.image_size {
             return Err(format!(
                 "pixel-space training needs model in_channels = 3 and input_size = data.image_size ({}); \
                  the model has in_channels {} and input_size {}",
                 self.data.image_size, self.model.in_channels, self.model.input_size
             ));
+        }
+        if let Some(e) = &self.eval {
+            if e.num_samples < 2 || e.reference_images < 2 {
+                return Err(format!(
+                    "eval.num_samples ({}) and eval.reference_images ({}) must be at least 2 (a covariance needs two samples)",
+                    e.num_samples, e.reference_images
+                ));
+            }
+            if e.batch == 0 {
+                return Err("eval.batch must be > 0".into());
+            }
+            if !matches!(e.extractor.as_str(), "builtin" | "inception") {
+                return Err(format!("unknown eval.extractor `{}`; valid: builtin, inception", e.extractor));
+            }
+            if !(e.cfg_scale >= 1.0) {
+                return Err(format!("eval.cfg_scale must be >= 1.0 (1.0: no guidance), got {}", e.cfg_scale));
+            }
         }
         Ok(())
     }

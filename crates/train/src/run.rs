@@ -39,6 +39,8 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("evaluation: {0}")]
+    Eval(String),
 }
 
 /// How a run ended (the CLI maps these to exit codes).
@@ -131,6 +133,13 @@ fn open_dataset(cfg: &RunConfig) -> Result<Arc<dyn Dataset>, TrainError> {
             let opts = ImageFolderOptions::new(d.image_size as u32);
             Arc::new(ImageFolder::open(path, opts)?)
         }
+        "latents" => {
+            return Err(TrainError::Config(
+                "data.kind = \"latents\" (pre-extracted VAE latents, the paper's setup) is not implemented yet; \
+                 train in pixel space with data.kind = \"builtin\" or \"imagefolder\""
+                    .into(),
+            ))
+        }
         k => return Err(TrainError::Config(format!("unknown data.kind `{k}`"))),
     })
 }
@@ -206,6 +215,9 @@ pub fn train(
 
     // ---- data
     let dataset = open_dataset(cfg)?;
+    if cfg.eval.is_some() {
+        return Err(TrainError::Config("[eval] is not available in this build yet".into()));
+    }
     let sampler = Sampler::new(
         dataset.len(),
         SamplerConfig { batch_size: t.batch_size, random_flip: cfg.data.random_flip, ..SamplerConfig::new(t.seed, t.batch_size) },

@@ -52,6 +52,7 @@ fn config(steps: u64) -> RunConfig {
             peak_tflops: None,
             threads: 1,
         },
+        eval: None,
     }
 }
 

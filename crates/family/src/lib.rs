@@ -1,9 +1,22 @@
 //! DiT configurations: the paper's twelve presets (Table 4), custom configs, and the
 //! analytic parameter and Gflops counts that the CLI, sweeps and reports all share.
+//!
+//! A crate of its own, free of libtorch, so that sweeps and reports can use the family
+//! without linking libtorch (a Cargo feature would not do: features unify across the
+//! workspace). `ditbench-model` re-exports it as `ditbench_model::config`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ModelError;
+use thiserror::Error;
+
+/// A config that names no family member or does not describe a valid DiT.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ConfigError {
+    #[error("unknown model `{name}`; valid names: {valid}")]
+    UnknownModel { name: String, valid: String },
+    #[error("invalid DiT config: {0}")]
+    InvalidConfig(String),
+}
 
 /// Width of the sinusoidal timestep features fed to the timestep MLP (official
 /// `TimestepEmbedder.frequency_embedding_size`).
@@ -85,10 +98,10 @@ impl DiTConfig {
     ///
     /// Accepts `DiT-XL/2`, `XL/2`, `dit-xl/2`, `DiT-XL-2` (the official checkpoint file
     /// spelling).
-    pub fn preset(name: &str, image_size: i64) -> Result<Self, ModelError> {
+    pub fn preset(name: &str, image_size: i64) -> Result<Self, ConfigError> {
         let (size, patch) = parse_preset_name(name)?;
         if image_size <= 0 || image_size % 8 != 0 {
-            return Err(ModelError::InvalidConfig(format!(
+            return Err(ConfigError::InvalidConfig(format!(
                 "image size {image_size} is not a positive multiple of 8 (the VAE downsamples by 8); \
                  the paper uses 256 or 512"
             )));
@@ -104,12 +117,12 @@ impl DiTConfig {
         input_size: i64,
         in_channels: i64,
         num_classes: i64,
-    ) -> Result<Self, ModelError> {
+    ) -> Result<Self, ConfigError> {
         let upper = size.to_ascii_uppercase();
         let Some(&(sname, depth, hidden_size, num_heads)) =
             SIZES.iter().find(|(s, ..)| *s == upper)
         else {
-            return Err(ModelError::UnknownModel {
+            return Err(ConfigError::UnknownModel {
                 name: size.to_string(),
                 valid: SIZES.iter().map(|s| s.0.to_string()).collect::<Vec<_>>().join(", "),
             });
@@ -133,8 +146,8 @@ impl DiTConfig {
 
     /// Checks everything that would otherwise fail deep inside libtorch (or silently
     /// truncate), before any allocation.
-    pub fn validate(&self) -> Result<(), ModelError> {
-        let bad = |msg: String| Err(ModelError::InvalidConfig(format!("{}: {msg}", self.name)));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError::InvalidConfig(format!("{}: {msg}", self.name)));
         for (what, v) in [
             ("depth", self.depth),
             ("hidden_size", self.hidden_size),
@@ -262,7 +275,7 @@ impl DiTConfig {
 }
 
 /// All twelve presets, in the paper's order (S, B, L, XL; patch 8, 4, 2).
-pub fn presets(image_size: i64) -> Result<Vec<DiTConfig>, ModelError> {
+pub fn presets(image_size: i64) -> Result<Vec<DiTConfig>, ConfigError> {
     let mut out = Vec::with_capacity(12);
     for (size, ..) in SIZES {
         for patch in [8, 4, 2] {
@@ -280,8 +293,8 @@ pub fn preset_names() -> Vec<String> {
 }
 
 /// `DiT-XL/2`, `XL/2`, `dit-xl-2` → ("XL", 2).
-fn parse_preset_name(name: &str) -> Result<(&'static str, i64), ModelError> {
-    let unknown = || ModelError::UnknownModel {
+fn parse_preset_name(name: &str) -> Result<(&'static str, i64), ConfigError> {
+    let unknown = || ConfigError::UnknownModel {
         name: name.to_string(),
         valid: preset_names().join(", ") + " (the `DiT-` prefix is optional, case is ignored)",
     };

@@ -1,0 +1,401 @@
+//! `ditbench sweep …`: plan, run, status, resume, cancel. Parsing and printing only; the
+//! logic lives in `ditbench-sweep`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use ditbench_sweep::local::{run_local, Events, LocalOptions, RunExit};
+use ditbench_sweep::state::{self, Select};
+use ditbench_sweep::{plan, register, slurm, PlannedRun, SweepSpec};
+use ditbench_track::Store;
+
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
+    #[command(subcommand)]
+    pub command: SweepCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SweepCommand {
+    /// The runs a spec expands to, with parameters, Gflops, training FLOPs
+    /// (3 × forward FLOPs × batch × steps) and hours estimated from throughput measured
+    /// in the store. Changes nothing.
+    Plan {
+        spec: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register the sweep and train its unfinished runs, each as its own
+    /// `ditbench train --run ID` process. Ctrl-C stops gracefully (runs checkpoint and
+    /// are marked preempted; `sweep resume` continues).
+    Run(LaunchArgs),
+    /// Relaunch the runs of a registered sweep that did not finish (by default queued,
+    /// preempted, failed, and running ones whose process is gone).
+    Resume {
+        #[command(flatten)]
+        launch: LaunchArgs,
+        /// Only these statuses (comma-separated: queued,preempted,failed,running,cancelled).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+    /// A table of the sweep's runs: status, step/total, loss, last FID/FD, images/s, ETA.
+    Status {
+        spec: PathBuf,
+        /// Refresh every 2 s until every run has ended.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the sweep: its launcher (local: SIGTERM; Slurm: scancel), then mark every
+    /// unfinished run cancelled.
+    Cancel { spec: PathBuf },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LaunchArgs {
+    pub spec: PathBuf,
+    /// local or slurm (default: the spec's launcher.kind).
+    #[arg(long)]
+    launcher: Option<String>,
+    /// Runs at once (local).
+    #[arg(long)]
+    max_parallel: Option<usize>,
+    /// GPU indices for local runs, one run per GPU: --gpus 0,1.
+    #[arg(long, value_delimiter = ',')]
+    gpus: Vec<u32>,
+    /// libtorch threads per CPU run (default: the spec's, else cores / max-parallel).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Register a changed spec under a new sweep name instead of refusing.
+    #[arg(long)]
+    new: bool,
+    /// Slurm: partition, account, time limit (override the spec).
+    #[arg(long)]
+    partition: Option<String>,
+    #[arg(long)]
+    account: Option<String>,
+    #[arg(long)]
+    time: Option<String>,
+}
+
+pub fn run(store: &Path, args: SweepArgs) -> Result<i32> {
+    match args.command {
+        SweepCommand::Plan { spec, json } => run_plan(store, &spec, json).map(|()| 0),
+        SweepCommand::Run(l) => launch(store, &l, Select::UNFINISHED, "run"),
+        SweepCommand::Resume { launch: l, only } => {
+            let select = if only.is_empty() { Select::UNFINISHED } else { parse_select(&only)? };
+            launch(store, &l, select, "resume")
+        }
+        SweepCommand::Status { spec, watch, json } => run_status(store, &spec, watch, json).map(|()| 0),
+        SweepCommand::Cancel { spec } => run_cancel(store, &spec).map(|()| 0),
+    }
+}
+
+fn parse_select(only: &[String]) -> Result<Select> {
+    let mut s = Select { queued: false, preempted: false, failed: false, running: false, cancelled: false };
+    for o in only {
+        match o.as_str() {
+            "queued" => s.queued = true,
+            "preempted" => s.preempted = true,
+            "failed" => s.failed = true,
+            "running" => s.running = true,
+            "cancelled" => s.cancelled = true,
+            x => bail!("--only `{x}`: valid statuses are queued, preempted, failed, running, cancelled"),
+        }
+    }
+    Ok(s)
+}
+
+fn human_flops(f: f64) -> String {
+    let e = ["", "K", "M", "G", "T", "P", "E", "Z"];
+    let mut v = f;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < e.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{v:.2} {}", e[i])
+}
+
+fn human_hours(h: Option<f64>) -> String {
+    match h {
+        None => "—".into(),
+        Some(h) if h < 1.0 / 60.0 => format!("{:.0} s", h * 3600.0),
+        Some(h) if h < 1.0 => format!("{:.1} min", h * 60.0),
+        Some(h) => format!("{h:.2} h"),
+    }
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    println!("{}", line(header.iter().map(|s| s.to_string()).collect()));
+    for r in rows {
+        println!("{}", line(r.clone()));
+    }
+}
+
+fn run_plan(store: &Path, spec: &Path, json: bool) -> Result<()> {
+    let spec = SweepSpec::load(spec)?;
+    let p = plan(&spec, store)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    println!("sweep {}: {} runs", p.sweep, p.rows.len());
+    let rows: Vec<Vec<String>> = p
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.model.clone(),
+                r.params.to_string(),
+                format!("{:.4}", r.gflops),
+                r.steps.to_string(),
+                r.batch.to_string(),
+                human_flops(r.train_flops),
+                human_hours(r.est_hours),
+                r.status.clone().unwrap_or_else(|| "new".into()),
+            ]
+        })
+        .collect();
+    print_table(&["run", "model", "params", "Gflops", "steps", "batch", "train FLOPs", "est. time", "status"], &rows);
+    println!("total: {} training FLOPs, {}", human_flops(p.total_train_flops), human_hours(p.total_hours));
+    println!("estimates: {}", p.estimate_basis);
+    Ok(())
+}
+
+struct Printer {
+    total: usize,
+    done: usize,
+}
+
+impl Events for Printer {
+    fn started(&mut self, run: &PlannedRun, attempt: u32, slot: &str) {
+        let again = if attempt > 1 { format!(" (launch {attempt})") } else { String::new() };
+        eprintln!("[{}/{}] start  {} {}{again} on {slot}", self.done, self.total, run.config.run_id, run.config.model.name);
+    }
+    fn ended(&mut self, run: &PlannedRun, exit: &RunExit, will_retry: bool) {
+        if !will_retry {
+            self.done += 1;
+        }
+        let what = match exit {
+            RunExit::Finished => "finished".to_string(),
+            RunExit::Preempted => "preempted (checkpointed)".to_string(),
+            RunExit::Failed(w) => format!("FAILED: {w}"),
+            RunExit::Crashed(w) => format!("CRASHED: {w}"),
+        };
+        let retry = if will_retry { ", relaunching" } else { "" };
+        eprintln!("[{}/{}] end    {} {what}{retry}", self.done, self.total, run.config.run_id);
+    }
+    fn stopping(&mut self, active: usize) {
+        eprintln!("stopping: asking {active} running run(s) to checkpoint and exit (Ctrl-C again does not kill them)");
+    }
+}
+
+fn launch(store_path: &Path, a: &LaunchArgs, select: Select, verb: &str) -> Result<i32> {
+    let mut spec = SweepSpec::load(&a.spec)?;
+    let launcher = a.launcher.clone().unwrap_or_else(|| spec.launcher.kind.clone());
+    if !matches!(launcher.as_str(), "local" | "slurm") {
+        bail!("--launcher `{launcher}`: valid launchers are local, slurm");
+    }
+    ditbench_sweep::local::check_gpus(&a.gpus)?;
+    let store = Store::open(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
+    let git = (Some(env!("DITBENCH_GIT_COMMIT").to_string()), Some(env!("DITBENCH_GIT_DIRTY") == "true"));
+    let reg = if verb == "resume" {
+        // Resume what is registered: the sweep must exist with this very spec.
+        let known = store.sweeps()?.into_iter().any(|s| s.name == spec.name);
+        if !known {
+            bail!("sweep `{}` is not registered in {}; start it with `ditbench sweep run {}`", spec.name, store_path.display(), a.spec.display());
+        }
+        register(&store, &spec, false, git)?
+    } else {
+        register(&store, &spec, a.new, git)?
+    };
+    if reg.sweep != spec.name {
+        eprintln!("the spec changed since sweep `{}` was registered: registered it as `{}`", spec.name, reg.sweep);
+        spec = spec.renamed(&reg.sweep)?;
+    }
+    let todo = state::select_runs(&store, &reg.runs, select)?;
+    eprintln!(
+        "sweep {}: {} runs ({} new), {} to launch with the {launcher} launcher; store {}",
+        reg.sweep,
+        reg.runs.len(),
+        reg.new_runs,
+        todo.len(),
+        store_path.display()
+    );
+    if todo.is_empty() {
+        println!("nothing to do: every run of sweep {} is finished or cancelled", reg.sweep);
+        return Ok(0);
+    }
+    let exe = std::env::current_exe().context("locating the ditbench executable")?;
+    if launcher == "slurm" {
+        let mut s = spec.launcher.slurm.clone();
+        if a.partition.is_some() {
+            s.partition = a.partition.clone();
+        }
+        if a.account.is_some() {
+            s.account = a.account.clone();
+        }
+        if let Some(t) = &a.time {
+            s.time = t.clone();
+        }
+        let sub = slurm::submit(&reg.sweep, &todo, &exe, store_path, &s)?;
+        println!("submitted array job {} ({} tasks); script {}", sub.job_id, sub.runs.len(), sub.script.display());
+        println!("watch it with: ditbench sweep status {} --watch", a.spec.display());
+        return Ok(0);
+    }
+    let max_parallel = a.max_parallel.or(spec.launcher.max_parallel).unwrap_or(if a.gpus.is_empty() { 1 } else { a.gpus.len() });
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = a.threads.unwrap_or(if spec.launcher.threads_per_run > 0 {
+        spec.launcher.threads_per_run
+    } else if a.gpus.is_empty() {
+        (cores / max_parallel.max(1)).max(1)
+    } else {
+        0
+    });
+    let gpus = if a.gpus.is_empty() { spec.launcher.gpus.clone() } else { a.gpus.clone() };
+    let opts = LocalOptions {
+        exe,
+        store: store_path.to_path_buf(),
+        max_parallel,
+        gpus,
+        threads_per_run: threads,
+        retries: spec.launcher.retries,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGUSR1] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    write_launcher_pid(store_path, &reg.sweep)?;
+    let mut printer = Printer { total: todo.len(), done: 0 };
+    let started = std::time::Instant::now();
+    let summary = run_local(&store, todo, &opts, &stop, &mut printer);
+    let _ = std::fs::remove_file(launcher_pid_path(store_path, &reg.sweep));
+    let summary = summary?;
+    println!(
+        "sweep {}: {} finished, {} preempted, {} failed, {} not started ({:.0} s)",
+        reg.sweep,
+        summary.finished.len(),
+        summary.preempted.len(),
+        summary.failed.len(),
+        summary.not_started.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if stop.load(Ordering::SeqCst) {
+        println!("stopped; continue with: ditbench sweep resume {}", a.spec.display());
+        return Ok(ditbench_sweep::local::EXIT_PREEMPTED);
+    }
+    Ok(if summary.failed.is_empty() { 0 } else { 1 })
+}
+
+fn launcher_pid_path(store: &Path, sweep: &str) -> PathBuf {
+    store.join(sweep).join("launcher.pid")
+}
+
+fn write_launcher_pid(store: &Path, sweep: &str) -> Result<()> {
+    let p = launcher_pid_path(store, sweep);
+    if let Ok(old) = std::fs::read_to_string(&p) {
+        if let Ok(pid) = old.trim().parse::<u32>() {
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("sweep `{sweep}` already has a launcher running (pid {pid}); stop it with `ditbench sweep cancel` or wait");
+            }
+        }
+    }
+    std::fs::write(&p, std::process::id().to_string()).with_context(|| format!("writing {}", p.display()))
+}
+
+fn fmt_opt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "—".into())
+}
+
+fn run_status(store_path: &Path, spec_path: &Path, watch: bool, json: bool) -> Result<()> {
+    let spec = SweepSpec::load(spec_path)?;
+    let store = Store::open_read_only(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
+    let runs = spec.expand()?;
+    loop {
+        let rows = state::status(&store, &spec.name, &runs)?;
+        let queue = if spec.launcher.kind == "slurm" || slurm::submissions(store_path, &spec.name).map(|s| !s.is_empty()).unwrap_or(false) {
+            slurm::queue_state(store_path, &spec.name).unwrap_or_default()
+        } else {
+            Default::default()
+        };
+        if json {
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            if watch && std::io::stdout().is_terminal() {
+                print!("\x1b[2J\x1b[H");
+            }
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let slurm = queue.get(&r.id).map(|(j, s, _)| format!(" [{j} {s}]")).unwrap_or_default();
+                    vec![
+                        r.id.clone(),
+                        format!("{}{slurm}", r.status),
+                        r.attempt.to_string(),
+                        format!("{}/{}", r.step.map(|s| s.to_string()).unwrap_or_else(|| "—".into()), r.steps),
+                        fmt_opt(r.loss, 4),
+                        r.quality.as_ref().map(|(m, v)| format!("{m} {v:.2}")).unwrap_or_else(|| "—".into()),
+                        fmt_opt(r.images_per_s, 1),
+                        r.eta_s.map(|s| human_hours(Some(s / 3600.0))).unwrap_or_else(|| "—".into()),
+                    ]
+                })
+                .collect();
+            println!("sweep {} ({} runs)", spec.name, rows.len());
+            print_table(&["run", "status", "attempt", "step", "loss", "quality", "img/s", "ETA"], &table);
+            let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
+            println!(
+                "finished {}, running {}, queued {}, preempted {}, failed {}, cancelled {}",
+                count("finished"),
+                count("running"),
+                count("queued"),
+                count("preempted"),
+                count("failed"),
+                count("cancelled")
+            );
+        }
+        let live = rows.iter().any(|r| r.status == "running" || r.status == "queued") || !queue.is_empty();
+        if !watch || !live {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+fn run_cancel(store_path: &Path, spec_path: &Path) -> Result<()> {
+    let spec = SweepSpec::load(spec_path)?;
+    let store = Store::open(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
+    if !slurm::submissions(store_path, &spec.name)?.is_empty() {
+        let n = slurm::cancel(store_path, &spec.name)?;
+        eprintln!("scancel: {n} array job(s)");
+    }
+    let pid_path = launcher_pid_path(store_path, &spec.name);
+    if let Ok(pid) = std::fs::read_to_string(&pid_path).unwrap_or_default().trim().parse::<i32>() {
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("stopping the local launcher (pid {pid}); its runs checkpoint first");
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            let t0 = std::time::Instant::now();
+            while Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed().as_secs() < 600 {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+    }
+    let runs = spec.expand()?;
+    let done = state::cancel(&store, &runs)?;
+    println!("sweep {}: cancelled {} run(s); finished runs are kept", spec.name, done.len());
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! The local launcher: a pool of `ditbench train --run ID` processes.
+//!
+//! One run per GPU (through `CUDA_VISIBLE_DEVICES`) or N concurrent CPU runs. Each child
+//! gets its own process group, so a Ctrl-C at the terminal reaches the sweep only; the
+//! sweep then forwards SIGTERM to every child, which finishes its step, checkpoints,
+//! marks itself preempted and exits with [`EXIT_PREEMPTED`]. A child that crashes (a
+//! signal, an unexpected exit code) is marked failed by the launcher and relaunched up
+//! to `retries` times; it resumes from its last checkpoint. Nothing a child does can
+//! stop the sweep.
+
+use std::collections::VecDeque;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ditbench_track::{Status, StatusChange, Store};
+
+use crate::spec::PlannedRun;
+use crate::SweepError;
+
+/// Exit code of a run that stopped on a signal after checkpointing (EX_TEMPFAIL).
+pub const EXIT_PREEMPTED: i32 = 75;
+/// Exit code of a run that failed for a reason a retry cannot fix (non-finite loss).
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code for bad input (config or flags).
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// The `ditbench` executable that trains a run.
+    pub exe: PathBuf,
+    pub store: PathBuf,
+    /// Runs at once.
+    pub max_parallel: usize,
+    /// GPU indices (one run per GPU at a time); empty: CPU runs.
+    pub gpus: Vec<u32>,
+    /// `--threads` for each CPU run (0: libtorch's default).
+    pub threads_per_run: usize,
+    /// Relaunches after a crash.
+    pub retries: u32,
+}
+
+/// How one process of a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunExit {
+    Finished,
+    Preempted,
+    /// The run itself reported a failure (exit 1 or 2): a retry would fail the same way.
+    Failed(String),
+    /// Killed by a signal or an unexpected exit code: retried.
+    Crashed(String),
+}
+
+/// What the launcher reports as it goes (the CLI prints it).
+pub trait Events {
+    fn started(&mut self, run: &PlannedRun, attempt: u32, slot: &str);
+    fn ended(&mut self, run: &PlannedRun, exit: &RunExit, will_retry: bool);
+    fn stopping(&mut self, active: usize);
+}
+
+/// The sweep's result.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LocalSummary {
+    pub finished: Vec<String>,
+    pub preempted: Vec<String>,
+    pub failed: Vec<String>,
+    /// Not started because the sweep was stopped.
+    pub not_started: Vec<String>,
+}
+
+struct Active {
+    child: Child,
+    run: PlannedRun,
+    slot: usize,
+    launches: u32,
+    signalled: bool,
+}
+
+/// Checks that every requested GPU exists (by `nvidia-smi -L`), before anything starts.
+pub fn check_gpus(gpus: &[u32]) -> Result<(), SweepError> {
+    if gpus.is_empty() {
+        return Ok(());
+    }
+    let out = Command::new("nvidia-smi").arg("-L").output().map_err(|e| {
+        SweepError::Launcher(format!("--gpus {gpus:?} asked for GPUs, but nvidia-smi could not run ({e}); without GPUs leave --gpus out to train on the CPU"))
+    })?;
+    let count = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("GPU ")).count() as u32;
+    if let Some(bad) = gpus.iter().find(|g| **g >= count) {
+        return Err(SweepError::Launcher(format!(
+            "GPU index {bad} does not exist: this machine has {count} GPU(s) (valid: {})",
+            if count == 0 { "none".to_string() } else { format!("0..{}", count - 1) }
+        )));
+    }
+    Ok(())
+}
+
+fn spawn(opts: &LocalOptions, run: &PlannedRun, slot: usize, store: &Store) -> Result<Child, SweepError> {
+    let dir = store.run_dir(&run.config.sweep, &run.config.run_id);
+    let log_path = dir.join("stdout.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| SweepError::Io { path: log_path.display().to_string(), source: e })?;
+    let err = log.try_clone().map_err(|e| SweepError::Io { path: log_path.display().to_string(), source: e })?;
+    let mut cmd = Command::new(&opts.exe);
+    cmd.arg("--store").arg(&opts.store).args(["train", "--run", &run.config.run_id]);
+    if opts.threads_per_run > 0 {
+        cmd.args(["--threads", &opts.threads_per_run.to_string()]);
+    }
+    if let Some(gpu) = opts.gpus.get(slot) {
+        cmd.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
+    }
+    // Plain log lines, no progress bar, in the run's stdout.log.
+    cmd.stdin(Stdio::null()).stdout(log).stderr(err).process_group(0);
+    cmd.spawn().map_err(|e| SweepError::Launcher(format!("could not start {}: {e}", opts.exe.display())))
+}
+
+fn classify(status: ExitStatus) -> RunExit {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => RunExit::Finished,
+        (Some(EXIT_PREEMPTED), _) => RunExit::Preempted,
+        (Some(EXIT_FAILED), _) => RunExit::Failed("the run failed (see its log.txt)".into()),
+        (Some(EXIT_BAD_INPUT), _) => RunExit::Failed("the run refused its config (see its stdout.log)".into()),
+        (Some(c), _) => RunExit::Crashed(format!("exited with code {c}")),
+        (None, Some(s)) => RunExit::Crashed(format!("killed by signal {s}")),
+        (None, None) => RunExit::Crashed("ended without a status".into()),
+    }
+}
+
+/// Sends `sig` (a name such as "TERM") to the child's process group. Through kill(1):
+/// the workspace denies unsafe code, and a signal crate would change libc's features
+/// for the whole workspace (a full rebuild of every dependency).
+pub fn signal_group(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg("--").arg(format!("-{pid}")).status();
+}
+
+/// Runs `runs` to completion (or until `stop` is raised), at most `max_parallel` at once.
+/// Larger runs start first (less idle time at the end of the sweep).
+pub fn run_local(
+    store: &Store,
+    mut runs: Vec<PlannedRun>,
+    opts: &LocalOptions,
+    stop: &AtomicBool,
+    events: &mut dyn Events,
+) -> Result<LocalSummary, SweepError> {
+    check_gpus(&opts.gpus)?;
+    let slots = if opts.gpus.is_empty() { opts.max_parallel.max(1) } else { opts.max_parallel.clamp(1, opts.gpus.len()) };
+    runs.sort_by(|a, b| b.config.training_flops().total_cmp(&a.config.training_flops()));
+    let mut queue: VecDeque<(PlannedRun, u32)> = runs.into_iter().map(|r| (r, 0)).collect();
+    let mut active: Vec<Active> = vec![];
+    let mut summary = LocalSummary::default();
+    let mut stop_sent: Option<Instant> = None;
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        if stopping && stop_sent.is_none() {
+            events.stopping(active.len());
+            for a in &mut active {
+                signal_group(a.child.id(), "TERM");
+                a.signalled = true;
+            }
+            stop_sent = Some(Instant::now());
+        }
+        // Start what fits.
+        while !stopping && active.len() < slots {
+            let Some((run, launches)) = queue.pop_front() else { break };
+            let slot = (0..slots).find(|s| !active.iter().any(|a| a.slot == *s)).expect("a free slot");
+            let child = spawn(opts, &run, slot, store)?;
+            let label = match opts.gpus.get(slot) {
+                Some(g) => format!("gpu {g}"),
+                None => format!("cpu slot {slot}"),
+            };
+            events.started(&run, launches + 1, &label);
+            active.push(Active { child, run, slot, launches: launches + 1, signalled: false });
+        }
+        if active.is_empty() && (queue.is_empty() || stopping) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut i = 0;
+        while i < active.len() {
+            let status = active[i]
+                .child
+                .try_wait()
+                .map_err(|e| SweepError::Launcher(format!("waiting for run {}: {e}", active[i].run.config.run_id)))?;
+            let Some(status) = status else {
+                i += 1;
+                continue;
+            };
+            let a = active.swap_remove(i);
+            let id = a.run.config.run_id.clone();
+            let exit = classify(status);
+            let will_retry = matches!(exit, RunExit::Crashed(_)) && a.launches <= opts.retries && !stop.load(Ordering::SeqCst);
+            if let RunExit::Crashed(why) = &exit {
+                // The process could not record its own end: do it for it, so the
+                // registry never shows a dead run as running.
+                if store.run(&id).map(|r| r.status == Status::Running).unwrap_or(false) {
+                    let _ = store.set_status(&id, &StatusChange::new(Status::Failed).message(format!("process {why}")));
+                }
+            }
+            // A run stopped by an outside signal (not ours) is requeued: preemption is
+            // not a failure.
+            let requeue = exit == RunExit::Preempted && !a.signalled && !stop.load(Ordering::SeqCst);
+            events.ended(&a.run, &exit, will_retry || requeue);
+            match exit {
+                _ if will_retry => queue.push_back((a.run, a.launches)),
+                _ if requeue => queue.push_back((a.run, a.launches)),
+                RunExit::Finished => summary.finished.push(id),
+                RunExit::Preempted => summary.preempted.push(id),
+                RunExit::Failed(_) | RunExit::Crashed(_) => summary.failed.push(id),
+            }
+        }
+        // Children that ignore SIGTERM for too long (stuck in I/O) are killed; their
+        // last checkpoint is intact (checkpoints are written atomically).
+        if let Some(t) = stop_sent {
+            if t.elapsed() > Duration::from_secs(300) {
+                for a in &mut active {
+                    let _ = a.child.kill();
+                }
+            }
+        }
+    }
+    summary.not_started = queue.into_iter().map(|(r, _)| r.config.run_id).collect();
+    Ok(summary)
+}
