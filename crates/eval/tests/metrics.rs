@@ -43,8 +43,9 @@ fn precision_recall_matches_the_adm_manifold_estimator() {
 
 #[test]
 fn precision_recall_refuses_bad_input() {
-    let a = Tensor::randn([10, 4], (Kind::Float, tch::Device::Cpu));
-    let b = Tensor::randn([10, 5], (Kind::Float, tch::Device::Cpu));
+    // deterministic inputs: no test here touches libtorch's global generator
+    let a = Tensor::arange(40, (Kind::Float, tch::Device::Cpu)).reshape([10, 4]).sin();
+    let b = Tensor::arange(50, (Kind::Float, tch::Device::Cpu)).reshape([10, 5]).cos();
     let e = precision_recall(&a, &b, 3, 100).unwrap_err().to_string();
     assert!(e.contains("4-d") && e.contains("5-d"), "{e}");
     let e = precision_recall(&a.narrow(0, 0, 3), &a, 3, 100).unwrap_err().to_string();
