@@ -3,7 +3,9 @@
 //! (< 2 s). Prints the median of several runs and the share of the time spent reading
 //! the store (the baseline every report pays).
 //!
-//!     cargo run -p ditbench-report --example report_bench [-- REPEATS]
+//!     cargo run -p ditbench-report --example report_bench [-- REPEATS [KEEP_DIR]]
+//!
+//! With KEEP_DIR, the last report is also written there (to look at).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -28,6 +30,10 @@ fn main() {
     common::write_sweep(&root, "bench", &runs);
     eprintln!("store written in {:.2} s", t.elapsed().as_secs_f64());
 
+    if let Some(keep) = std::env::args().nth(2) {
+        let r = ditbench_report::write_report(&root, &ditbench_report::ReportOptions::new("bench", keep)).unwrap();
+        eprintln!("kept a report in {}", r.out_dir.display());
+    }
     let mut load = Vec::new();
     let mut total = Vec::new();
     for k in 0..repeats {

@@ -363,9 +363,11 @@ pub fn fig_gflops(data: &SweepData, summary: &Summary) -> Figure {
         }
     }
     let mut legend = size_patch_legend(&in_fig, true);
-    legend.push(LegendEntry::heading("fit"));
+    let name = if summary.fits.drawn == "huber" { "Huber" } else { "least squares" };
+    legend.push(LegendEntry::heading(format!("fit ({name}, log space)")));
     if let Some(f) = drawn {
-        legend.push(LegendEntry::line(format!("{} ≈ {}·G^{}", metric, sig4(f.fit.a), signed(f.fit.b)), (20, 20, 20), false));
+        legend.push(LegendEntry::line("a·Gflops^b", (20, 20, 20), false));
+        legend.push(LegendEntry::heading(format!("  a = {}, b = {}", sig4(f.fit.a), signed(f.fit.b))));
         legend.push(LegendEntry::marker("95% bootstrap band", (190, 214, 234), Marker::Square, true));
     } else {
         legend.push(LegendEntry::line("no fit (see report)", (200, 200, 200), false));
@@ -525,10 +527,15 @@ pub fn fig_steps(data: &SweepData) -> (Figure, Figure) {
             true,
         ));
     }
-    let grid = |n: usize| (n.clamp(1, 2), n.div_ceil(2).max(1));
+    // Three panels side by side (as the paper's patch/size rows), four as 2 × 2.
+    let grid = |n: usize| {
+        let cols = if n == 3 { 3 } else { n.clamp(1, 2) };
+        (cols, n.div_ceil(cols).max(1))
+    };
     let (c1, r1) = grid(by_size_panels.len());
     let (c2, r2) = grid(by_patch_panels.len());
     let h = |rows: usize| 60 + 360 * rows as u32;
+    let w = |cols: usize| if cols == 3 { 1280 } else { FIG_SIZE.0 };
     (
         Figure {
             name: "steps_by_size".into(),
@@ -536,7 +543,7 @@ pub fn fig_steps(data: &SweepData) -> (Figure, Figure) {
             panels: by_size_panels,
             columns: c1,
             legend: size_patch_legend(&runs, false),
-            size: (FIG_SIZE.0, h(r1)),
+            size: (w(c1), h(r1)),
         },
         Figure {
             name: "steps_by_patch".into(),
@@ -544,7 +551,7 @@ pub fn fig_steps(data: &SweepData) -> (Figure, Figure) {
             panels: by_patch_panels,
             columns: c2,
             legend: patch_legend,
-            size: (FIG_SIZE.0, h(r2)),
+            size: (w(c2), h(r2)),
         },
     )
 }
@@ -634,15 +641,15 @@ pub fn fig_loss(data: &SweepData) -> Figure {
         legend.push(LegendEntry::line(p.map_or("other".into(), |p| format!("p = {p}")), patch_color(*p), false));
     }
     legend.push(LegendEntry::heading("faint: raw; solid: EMA"));
-    let cols = panels.len().clamp(1, 2);
-    let rows = panels.len().div_ceil(2).max(1);
+    let cols = if panels.len() == 3 { 3 } else { panels.len().clamp(1, 2) };
+    let rows = panels.len().div_ceil(cols).max(1);
     Figure {
         name: "loss".into(),
         title: "Training loss".into(),
         panels,
         columns: cols,
         legend,
-        size: (FIG_SIZE.0, 60 + 340 * rows as u32),
+        size: (if cols == 3 { 1280 } else { FIG_SIZE.0 }, 60 + 340 * rows as u32),
     }
 }
 

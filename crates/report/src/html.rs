@@ -205,8 +205,8 @@ impl Page<'_> {
     fn runs_table(&self) -> Table {
         let m = self.metric();
         let head = [
-            "run", "model", "status", "params (M)", "Gflops", "batch", "steps", "step", m.as_str(), "training compute",
-            "final loss", "paper Gflops (256 px)", "paper FID-50K @400K",
+            "run", "model", "status", "params (M)", "Gflops", "batch", "steps", "eval step", m.as_str(), "train compute",
+            "final loss", "paper Gflops", "paper FID",
         ];
         let rows = self
             .summary
@@ -309,7 +309,7 @@ impl Page<'_> {
             );
         }
         h.push_str("</section>\n<section id=\"runs\"><h2>This sweep beside the paper</h2>\n");
-        h.push_str("<p>Per run, the quality value shown in the figures; the paper's columns are Table 4's numbers for the same preset (256 px, batch 256, 400K steps), where the run's model is one.</p>\n");
+        h.push_str("<p>Per run, the quality value shown in the figures (at “eval step”); train compute = 3 × Gflops × batch × eval step. The paper columns are Table 4's Gflops and FID-50K for the same preset (256 px, batch 256, 400K steps), where the run's model is one.</p>\n");
         h.push_str(&self.runs_table().html("runs-table"));
         h.push_str("<h3>The paper's Table 4</h3>\n");
         h.push_str(&self.paper_table().html("paper-table"));
@@ -384,8 +384,8 @@ h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:1px solid #ddd;padding-
 .sub{color:#666;margin-top:0}code{background:#f3f3f3;padding:0 .3em;border-radius:3px}
 figure{margin:1.2rem 0}figure svg{display:block;max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#444;font-size:.92rem;margin-top:.3rem}.files{color:#888}
-table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0;display:block;overflow-x:auto}
-th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;font-size:.8rem;margin:.6rem 0;display:block;overflow-x:auto}
+th,td{border:1px solid #ddd;padding:.2rem .4rem;text-align:right;white-space:nowrap}
 th{background:#f6f6f6}td:first-child,th:first-child,td:nth-child(2){text-align:left}
 td.missing,.missing{color:#b04040;font-style:italic}
 .grids{display:flex;flex-wrap:wrap;gap:1rem}.grid{margin:0;max-width:260px}.grid img{width:100%;image-rendering:pixelated;border:1px solid #ddd}

@@ -192,6 +192,18 @@ pub fn fmt_tick(v: f64) -> String {
     }
 }
 
+/// Linear-axis tick text: training steps read as 100k, 2.5M (the paper writes 400K).
+pub fn fmt_linear_tick(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 && (v / 1e5).fract() == 0.0 {
+        format!("{}M", fmt_tick(v / 1e6))
+    } else if a >= 1e4 && (v / 100.0).fract() == 0.0 {
+        format!("{}k", fmt_tick(v / 1e3))
+    } else {
+        fmt_tick(v)
+    }
+}
+
 fn superscript(e: i32) -> String {
     let digits = ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'];
     let mut s = String::new();
@@ -204,51 +216,54 @@ fn superscript(e: i32) -> String {
     s
 }
 
-/// Tick positions (data units) for a log axis over `[lo, hi]` (data units): powers of
-/// ten when the range spans several decades, else 1-2-5 or 1..9 steps.
+/// Tick positions (data units) for a log axis over `[lo, hi]`: the sparsest of
+/// 10ⁿ, {1, 3}·10ⁿ, {1, 2, 5}·10ⁿ, {1..9}·10ⁿ that gives at least four labels (every
+/// k-th power of ten over very wide ranges); the other integer multiples become
+/// unlabelled minor grid lines.
 pub fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
-    let (l0, l1) = (lo.log10(), hi.log10());
-    let decades = l1 - l0;
-    let mults: &[f64] = if decades > 4.5 {
-        &[1.0]
-    } else if decades > 1.6 {
-        &[1.0, 3.0]
-    } else if decades > 0.6 {
-        &[1.0, 2.0, 5.0]
-    } else {
-        &[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
-    };
+    let decades = (hi / lo).log10();
     let step = if decades > 9.0 { (decades / 6.0).ceil() as i32 } else { 1 };
-    let mut major = Vec::new();
-    let mut minor = Vec::new();
-    let mut e = l0.floor() as i32 - 1;
-    while f64::from(e) <= l1 + 1.0 {
-        for (k, &m) in [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0].iter().enumerate() {
-            let v = m * 10f64.powi(e);
-            if v < lo * (1.0 - 1e-9) || v > hi * (1.0 + 1e-9) {
-                continue;
-            }
-            let is_major = mults.contains(&m) && (k == 0 || step == 1) && e.rem_euclid(step) == 0;
-            if is_major {
-                major.push(v);
-            } else if decades < 6.0 {
-                minor.push(v);
-            }
-        }
-        e += 1;
-    }
-    if decades <= 0.6 {
-        // 1.5 is not in the 1..9 list above
-        let mut e = l0.floor() as i32;
-        while f64::from(e) <= l1 {
-            let v = 1.5 * 10f64.powi(e);
-            if v >= lo && v <= hi {
-                major.push(v);
+    let all = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+    let within = |mults: &[f64], every: i32| -> Vec<f64> {
+        let mut out = Vec::new();
+        let mut e = lo.log10().floor() as i32 - 1;
+        while f64::from(e) <= hi.log10() + 1.0 {
+            if e.rem_euclid(every) == 0 {
+                for &m in mults {
+                    // m / 10^k rounds correctly (0.3), m · 10^-k does not (0.30000000000000004)
+                    let v = if e >= 0 { m * 10f64.powi(e) } else { m / 10f64.powi(-e) };
+                    if v >= lo * (1.0 - 1e-9) && v <= hi * (1.0 + 1e-9) {
+                        out.push(v);
+                    }
+                }
             }
             e += 1;
         }
-        major.sort_by(f64::total_cmp);
+        out
+    };
+    let candidates: [&[f64]; 4] = [&[1.0], &[1.0, 3.0], &[1.0, 2.0, 5.0], &all];
+    let mut major = within(&[1.0], step);
+    if step == 1 {
+        for c in candidates {
+            major = within(c, 1);
+            if major.len() >= 4 {
+                break;
+            }
+        }
+        if major.len() < 3 {
+            // less than about half a decade: add 1.5, 2.5 etc.
+            let halves: Vec<f64> = (2..20).map(|k| k as f64 / 2.0).collect();
+            major = within(&halves, 1);
+        }
     }
+    let minor = if decades < 6.0 {
+        within(&all, 1)
+            .into_iter()
+            .filter(|v| !major.iter().any(|m| (m - v).abs() <= 1e-9 * v))
+            .collect()
+    } else {
+        Vec::new()
+    };
     (major, minor)
 }
 
@@ -337,7 +352,11 @@ impl AxisMap {
             .copied()
             .find(|m| (m - v).abs() <= 1e-9 * m.abs().max(1e-300))
             .unwrap_or(v);
-        fmt_tick(snapped)
+        if self.log {
+            fmt_tick(snapped)
+        } else {
+            fmt_linear_tick(snapped)
+        }
     }
 }
 
@@ -615,6 +634,9 @@ mod tests {
         assert_eq!(fmt_tick(1e12), "10¹²");
         assert_eq!(fmt_tick(3e-5), "3×10⁻⁵");
         assert_eq!(fmt_tick(-2.0), "−2");
+        assert_eq!(fmt_linear_tick(400_000.0), "400k");
+        assert_eq!(fmt_linear_tick(2_500_000.0), "2.5M");
+        assert_eq!(fmt_linear_tick(3000.0), "3000");
     }
 
     #[test]
@@ -629,6 +651,13 @@ mod tests {
         assert!(major.len() <= 8 && major.iter().all(|m| (m.log10() - m.log10().round()).abs() < 1e-9), "{major:?}");
         // narrow: still several labels
         let (major, _) = log_ticks(40.0, 60.0);
-        assert!(major.len() >= 2, "{major:?}");
+        assert!(major.len() >= 3, "{major:?}");
+        // two thirds of a decade (a loss curve): more than two labels
+        let (major, minor) = log_ticks(0.17, 0.65);
+        assert_eq!(major, [0.2, 0.3, 0.4, 0.5, 0.6]);
+        assert!(minor.is_empty(), "{minor:?}");
+        // 3.5 decades of compute: powers of ten only
+        let (major, _) = log_ticks(1e5, 3e8);
+        assert_eq!(major, [1e5, 1e6, 1e7, 1e8]);
     }
 }
