@@ -3,6 +3,8 @@
 mod doctor;
 mod models;
 #[cfg(feature = "query")]
+mod report;
+#[cfg(feature = "query")]
 mod runs;
 mod sweep;
 mod train;
@@ -52,6 +54,11 @@ enum Command {
     /// list, show, compare, export.
     #[cfg(feature = "query")]
     Runs(runs::RunsArgs),
+    /// Scaling report of a sweep: FID/FD vs Gflops with power-law fits and bootstrap
+    /// bands, vs training compute and steps, loss curves, sample grids, the paper's
+    /// Table 4 beside it; report.html (self-contained), report.md, summary.json.
+    #[cfg(feature = "query")]
+    Report(report::ReportArgs),
     /// Sweeps over the DiT family from a spec (sweeps/*.toml): plan, run (local or
     /// Slurm), status, resume, cancel.
     Sweep(sweep::SweepArgs),
@@ -68,6 +75,8 @@ fn main() {
         #[cfg(feature = "query")]
         Command::Runs(args) => runs::run(&store, args).map(|()| 0),
         Command::Sweep(args) => sweep::run(&store, args),
+        #[cfg(feature = "query")]
+        Command::Report(args) => report::run_report(&store, &args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -18,7 +18,7 @@ struct Case {
 }
 
 fn case(name: &str) -> Case {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/frechet/{name}.npz"));
+    let p = PathBuf::from(manifest_dir()).join(format!("tests/fixtures/frechet/{name}.npz"));
     let mut r = NpzReader::open(p).unwrap();
     let mut f = |k: &str| r.read(k).unwrap().to_f64(k).unwrap();
     let s1 = FeatureStats { n: 0, mu: f("mu1"), sigma: f("sigma1") };
@@ -121,4 +121,10 @@ fn bad_inputs_are_refused() {
     let short = FeatureStats { n: 0, mu: vec![0.0; 2], sigma: vec![1.0; 3] };
     let e = frechet_distance(&short, &short).unwrap_err().to_string();
     assert!(e.contains("3 entries") && e.contains("expected 2×2 = 4"), "{e}");
+}
+
+/// This crate's folder, read when the test runs: the shared build cache may hold a test
+/// binary compiled in another checkout (CI's clone), whose compile-time path is gone.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

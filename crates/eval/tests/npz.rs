@@ -10,7 +10,7 @@ use ditbench_eval::stats::FeatureStats;
 use ditbench_eval::EvalError;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/npz").join(name)
+    PathBuf::from(manifest_dir()).join("tests/fixtures/npz").join(name)
 }
 
 /// A standalone .npy numpy wrote, parsed without the zip layer.
@@ -176,4 +176,10 @@ fn sample_archive_resumes_after_a_restart_and_streams_back() {
     // stored members (what numpy's np.savez writes and the ADM evaluator streams)
     let mut z = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
     assert_eq!(z.by_name("arr_0.npy").unwrap().compression(), zip::CompressionMethod::Stored);
+}
+
+/// This crate's folder, read when the test runs: the shared build cache may hold a test
+/// binary compiled in another checkout (CI's clone), whose compile-time path is gone.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }
