@@ -22,13 +22,19 @@ use ditbench_eval::FeatureExtractor;
 use tch::{Device, Kind};
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into())
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let m = v.len() / 2;
-    if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 }
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,7 +49,10 @@ fn main() -> anyhow::Result<()> {
     let mut baseline = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut val = || args.next().ok_or_else(|| anyhow::anyhow!("{a} needs a value"));
+        let mut val = || {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))
+        };
         match a.as_str() {
             "--n" => n = val()?.parse()?,
             "--size" => size = val()?.parse()?,
@@ -60,17 +69,21 @@ fn main() -> anyhow::Result<()> {
     let load_before = loadavg();
 
     let installed = default_weights_path();
-    let (mut model, weights_desc) = match weights.or_else(|| installed.is_file().then_some(installed)) {
-        Some(p) => (InceptionFid::load(&p, Device::Cpu)?, p.display().to_string()),
-        None => (
-            InceptionFid::from_state_dict(
-                inception_support::closed_form_state_dict(),
-                Device::Cpu,
-                Path::new("closed-form"),
-            )?,
-            "closed-form test weights".to_string(),
-        ),
-    };
+    let (mut model, weights_desc) =
+        match weights.or_else(|| installed.is_file().then_some(installed)) {
+            Some(p) => (
+                InceptionFid::load(&p, Device::Cpu)?,
+                p.display().to_string(),
+            ),
+            None => (
+                InceptionFid::from_state_dict(
+                    inception_support::closed_form_state_dict(),
+                    Device::Cpu,
+                    Path::new("closed-form"),
+                )?,
+                "closed-form test weights".to_string(),
+            ),
+        };
     model.batch_size = batch_size;
     // The same uint8 images as the Python side, in DiT's sample space [-1, 1].
     let img = inception_support::closed_form_images(n, size, size);
@@ -85,7 +98,12 @@ fn main() -> anyhow::Result<()> {
         pool3_mean = f.mean(Kind::Double).double_value(&[]);
     }
     let ours = median(&mut secs.clone());
-    println!("machine: {} logical CPUs, torch threads {threads}", std::thread::available_parallelism().map(|p| p.get()).unwrap_or(0));
+    println!(
+        "machine: {} logical CPUs, torch threads {threads}",
+        std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(0)
+    );
     println!("images: {n} × {size}×{size}, batch {batch_size}, weights: {weights_desc}");
     println!(
         "ditbench InceptionFid: median {ours:.3} s ({:.2} images/s), runs {secs:.3?}, pool3 mean {pool3_mean:.6}",
@@ -95,11 +113,27 @@ fn main() -> anyhow::Result<()> {
         let script = root.join("scripts/bench/fid_features_torch.py");
         let out = Command::new(&python)
             .arg(&script)
-            .args(["--n", &n.to_string(), "--size", &size.to_string(), "--threads", &threads.to_string()])
-            .args(["--repeats", &repeats.to_string(), "--batch-size", &batch_size.to_string()])
+            .args([
+                "--n",
+                &n.to_string(),
+                "--size",
+                &size.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
+            .args([
+                "--repeats",
+                &repeats.to_string(),
+                "--batch-size",
+                &batch_size.to_string(),
+            ])
             .output()?;
         if !out.status.success() {
-            anyhow::bail!("baseline failed ({}): {}", python.display(), String::from_utf8_lossy(&out.stderr));
+            anyhow::bail!(
+                "baseline failed ({}): {}",
+                python.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let line = String::from_utf8_lossy(&out.stdout);
         let v: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or(""))?;
@@ -111,7 +145,10 @@ fn main() -> anyhow::Result<()> {
             v["seconds"],
             v["pool3_mean"].as_f64().unwrap_or(f64::NAN)
         );
-        println!("ratio (ditbench images/s ÷ pytorch-fid images/s): {:.2}×", theirs / ours);
+        println!(
+            "ratio (ditbench images/s ÷ pytorch-fid images/s): {:.2}×",
+            theirs / ours
+        );
     }
     println!("load average: before {load_before}; after {}", loadavg());
     Ok(())

@@ -73,7 +73,9 @@ pub fn default_weights_path() -> PathBuf {
     let cache = match std::env::var_os("DITBENCH_CACHE") {
         Some(c) if !c.is_empty() => PathBuf::from(c),
         _ => {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| ".".into());
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| ".".into());
             home.join(".cache").join("ditbench")
         }
     };
@@ -94,16 +96,28 @@ struct ConvSpec {
 /// Every BasicConv2d in torchvision's registration order (= state-dict order).
 fn conv_specs() -> Vec<ConvSpec> {
     let mut v = Vec::new();
-    let mut c = |name: String, cin: i64, cout: i64, kernel: [i64; 2], stride: i64, padding: [i64; 2]| {
-        v.push(ConvSpec { name, cin, cout, kernel, stride, padding })
-    };
+    let mut c =
+        |name: String, cin: i64, cout: i64, kernel: [i64; 2], stride: i64, padding: [i64; 2]| {
+            v.push(ConvSpec {
+                name,
+                cin,
+                cout,
+                kernel,
+                stride,
+                padding,
+            })
+        };
     let s = |x: &str| x.to_string();
     c(s("Conv2d_1a_3x3"), 3, 32, [3, 3], 2, [0, 0]);
     c(s("Conv2d_2a_3x3"), 32, 32, [3, 3], 1, [0, 0]);
     c(s("Conv2d_2b_3x3"), 32, 64, [3, 3], 1, [1, 1]);
     c(s("Conv2d_3b_1x1"), 64, 80, [1, 1], 1, [0, 0]);
     c(s("Conv2d_4a_3x3"), 80, 192, [3, 3], 1, [0, 0]);
-    for (m, cin, pool) in [("Mixed_5b", 192, 32), ("Mixed_5c", 256, 64), ("Mixed_5d", 288, 64)] {
+    for (m, cin, pool) in [
+        ("Mixed_5b", 192, 32),
+        ("Mixed_5c", 256, 64),
+        ("Mixed_5d", 288, 64),
+    ] {
         c(format!("{m}.branch1x1"), cin, 64, [1, 1], 1, [0, 0]);
         c(format!("{m}.branch5x5_1"), cin, 48, [1, 1], 1, [0, 0]);
         c(format!("{m}.branch5x5_2"), 48, 64, [5, 5], 1, [2, 2]);
@@ -116,7 +130,12 @@ fn conv_specs() -> Vec<ConvSpec> {
     c(s("Mixed_6a.branch3x3dbl_1"), 288, 64, [1, 1], 1, [0, 0]);
     c(s("Mixed_6a.branch3x3dbl_2"), 64, 96, [3, 3], 1, [1, 1]);
     c(s("Mixed_6a.branch3x3dbl_3"), 96, 96, [3, 3], 2, [0, 0]);
-    for (m, c7) in [("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)] {
+    for (m, c7) in [
+        ("Mixed_6b", 128),
+        ("Mixed_6c", 160),
+        ("Mixed_6d", 160),
+        ("Mixed_6e", 192),
+    ] {
         c(format!("{m}.branch1x1"), 768, 192, [1, 1], 1, [0, 0]);
         c(format!("{m}.branch7x7_1"), 768, c7, [1, 1], 1, [0, 0]);
         c(format!("{m}.branch7x7_2"), c7, c7, [1, 7], 1, [0, 3]);
@@ -153,7 +172,10 @@ fn conv_specs() -> Vec<ConvSpec> {
 pub fn parameter_shapes() -> Vec<(String, Vec<i64>)> {
     let mut out = Vec::new();
     for c in conv_specs() {
-        out.push((format!("{}.conv.weight", c.name), vec![c.cout, c.cin, c.kernel[0], c.kernel[1]]));
+        out.push((
+            format!("{}.conv.weight", c.name),
+            vec![c.cout, c.cin, c.kernel[0], c.kernel[1]],
+        ));
         for p in ["weight", "bias", "running_mean", "running_var"] {
             out.push((format!("{}.bn.{p}", c.name), vec![c.cout]));
         }
@@ -172,8 +194,10 @@ fn is_ignored_key(name: &str) -> bool {
 fn check_keys(found: &BTreeMap<String, Vec<i64>>, source: &Path) -> Result<(), EvalError> {
     let wanted: BTreeMap<String, Vec<i64>> = parameter_shapes().into_iter().collect();
     let missing: Vec<&String> = wanted.keys().filter(|k| !found.contains_key(*k)).collect();
-    let unexpected: Vec<&String> =
-        found.keys().filter(|k| !wanted.contains_key(*k) && !is_ignored_key(k)).collect();
+    let unexpected: Vec<&String> = found
+        .keys()
+        .filter(|k| !wanted.contains_key(*k) && !is_ignored_key(k))
+        .collect();
     let misshaped: Vec<String> = wanted
         .iter()
         .filter_map(|(k, s)| match found.get(k) {
@@ -186,7 +210,11 @@ fn check_keys(found: &BTreeMap<String, Vec<i64>>, source: &Path) -> Result<(), E
     }
     fn few<T: std::fmt::Display>(v: &[T]) -> String {
         let shown: Vec<String> = v.iter().take(5).map(|x| x.to_string()).collect();
-        let more = if v.len() > 5 { format!(", … ({} in all)", v.len()) } else { String::new() };
+        let more = if v.len() > 5 {
+            format!(", … ({} in all)", v.len())
+        } else {
+            String::new()
+        };
         format!("{}{more}", shown.join(", "))
     }
     let mut parts = Vec::new();
@@ -194,10 +222,18 @@ fn check_keys(found: &BTreeMap<String, Vec<i64>>, source: &Path) -> Result<(), E
         parts.push(format!("{} missing ({})", missing.len(), few(&missing)));
     }
     if !unexpected.is_empty() {
-        parts.push(format!("{} unexpected ({})", unexpected.len(), few(&unexpected)));
+        parts.push(format!(
+            "{} unexpected ({})",
+            unexpected.len(),
+            few(&unexpected)
+        ));
     }
     if !misshaped.is_empty() {
-        parts.push(format!("{} with the wrong shape ({})", misshaped.len(), few(&misshaped)));
+        parts.push(format!(
+            "{} with the wrong shape ({})",
+            misshaped.len(),
+            few(&misshaped)
+        ));
     }
     Err(EvalError::Weights(format!(
         "{}: not pytorch-fid's FIDInceptionV3 state dict ({} tensors expected): {}. Expected \
@@ -220,12 +256,19 @@ pub fn import_weights(pth: &Path, out: &Path) -> Result<usize, EvalError> {
             pth.display()
         )));
     }
-    let entries = tf::load_state_dict(pth, None)
-        .map_err(|e| EvalError::Weights(format!("{}: cannot read as a torch.save file: {e}", pth.display())))?;
+    let entries = tf::load_state_dict(pth, None).map_err(|e| {
+        EvalError::Weights(format!(
+            "{}: cannot read as a torch.save file: {e}",
+            pth.display()
+        ))
+    })?;
     let mut found = BTreeMap::new();
     let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (name, t) in entries {
-        let name = name.strip_prefix("module.").map(str::to_string).unwrap_or(name);
+        let name = name
+            .strip_prefix("module.")
+            .map(str::to_string)
+            .unwrap_or(name);
         found.insert(name.clone(), t.shape.iter().map(|&s| s as i64).collect());
         if is_ignored_key(&name) {
             continue;
@@ -239,7 +282,11 @@ pub fn import_weights(pth: &Path, out: &Path) -> Result<usize, EvalError> {
         }
         let bytes = match t.dtype {
             tf::DType::F32 => t.data,
-            _ => t.to_f32_vec().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            _ => t
+                .to_f32_vec()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
         };
         data.insert(name, bytes);
     }
@@ -253,9 +300,18 @@ pub fn import_weights(pth: &Path, out: &Path) -> Result<usize, EvalError> {
         views.push((name.clone(), view));
     }
     let mut meta = HashMap::new();
-    meta.insert("ditbench.imported_from".to_string(), pth.display().to_string());
-    meta.insert("ditbench.network".to_string(), "pytorch-fid 0.3.0 FIDInceptionV3".to_string());
-    let io = |e: std::io::Error| EvalError::Io { path: out.display().to_string(), source: e };
+    meta.insert(
+        "ditbench.imported_from".to_string(),
+        pth.display().to_string(),
+    );
+    meta.insert(
+        "ditbench.network".to_string(),
+        "pytorch-fid 0.3.0 FIDInceptionV3".to_string(),
+    );
+    let io = |e: std::io::Error| EvalError::Io {
+        path: out.display().to_string(),
+        source: e,
+    };
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -279,11 +335,26 @@ pub struct Want {
 }
 
 impl Want {
-    pub const POOL3: Want = Want { pool3: true, logits: false, spatial: false, mixed_6e: false };
+    pub const POOL3: Want = Want {
+        pool3: true,
+        logits: false,
+        spatial: false,
+        mixed_6e: false,
+    };
     /// What ADM's evaluator needs: pool3 (FID, precision/recall, IS through the logits)
     /// and the spatial features (sFID).
-    pub const ADM: Want = Want { pool3: true, logits: true, spatial: true, mixed_6e: false };
-    pub const ALL: Want = Want { pool3: true, logits: true, spatial: true, mixed_6e: true };
+    pub const ADM: Want = Want {
+        pool3: true,
+        logits: true,
+        spatial: true,
+        mixed_6e: false,
+    };
+    pub const ALL: Want = Want {
+        pool3: true,
+        logits: true,
+        spatial: true,
+        mixed_6e: true,
+    };
 
     fn needs_top(&self) -> bool {
         self.pool3 || self.logits
@@ -316,8 +387,15 @@ struct Conv {
 
 impl Conv {
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.weight, Some(&self.bias), [self.stride, self.stride], self.padding, [1, 1], 1)
-            .relu_()
+        x.conv2d(
+            &self.weight,
+            Some(&self.bias),
+            [self.stride, self.stride],
+            self.padding,
+            [1, 1],
+            1,
+        )
+        .relu_()
     }
 }
 
@@ -344,8 +422,10 @@ impl InceptionFid {
                 default_weights_path().display()
             )));
         }
-        let bytes = std::fs::read(path)
-            .map_err(|e| EvalError::Io { path: path.display().to_string(), source: e })?;
+        let bytes = std::fs::read(path).map_err(|e| EvalError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
             EvalError::Weights(format!("{}: not a safetensors file: {e}", path.display()))
         })?;
@@ -359,7 +439,10 @@ impl InceptionFid {
                 )));
             }
             let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
-            tensors.push((name, Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?));
+            tensors.push((
+                name,
+                Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?,
+            ));
         }
         Self::from_state_dict(tensors, device, path)
     }
@@ -392,16 +475,29 @@ impl InceptionFid {
             let weight = w.f_mul(&scale.f_view([-1, 1, 1, 1])?)?;
             let bias = beta.f_sub(&mean.f_mul(&scale)?)?;
             let conv = Conv {
-                weight: weight.f_to_kind(Kind::Float)?.f_to_device(device)?.f_contiguous()?,
+                weight: weight
+                    .f_to_kind(Kind::Float)?
+                    .f_to_device(device)?
+                    .f_contiguous()?,
                 bias: bias.f_to_kind(Kind::Float)?.f_to_device(device)?,
                 stride: c.stride,
                 padding: c.padding,
             };
             convs.insert(c.name, conv);
         }
-        let fc_weight = take("fc.weight")?.f_to_kind(Kind::Float)?.f_to_device(device)?;
-        let fc_bias = take("fc.bias")?.f_to_kind(Kind::Float)?.f_to_device(device)?;
-        Ok(InceptionFid { convs, fc_weight, fc_bias, device, batch_size: 50 })
+        let fc_weight = take("fc.weight")?
+            .f_to_kind(Kind::Float)?
+            .f_to_device(device)?;
+        let fc_bias = take("fc.bias")?
+            .f_to_kind(Kind::Float)?
+            .f_to_device(device)?;
+        Ok(InceptionFid {
+            convs,
+            fc_weight,
+            fc_bias,
+            device,
+            batch_size: 50,
+        })
     }
 
     pub fn device(&self) -> Device {
@@ -409,7 +505,11 @@ impl InceptionFid {
     }
 
     fn conv(&self, block: &str, name: &str) -> &Conv {
-        let key = if block.is_empty() { name.to_string() } else { format!("{block}.{name}") };
+        let key = if block.is_empty() {
+            name.to_string()
+        } else {
+            format!("{block}.{name}")
+        };
         &self.convs[&key]
     }
 
@@ -468,11 +568,22 @@ impl InceptionFid {
     fn inception_e(&self, m: &str, x: &Tensor, max_pool: bool) -> Tensor {
         let b1 = self.c(m, "branch1x1", x);
         let b3 = self.c(m, "branch3x3_1", x);
-        let b3 = Tensor::cat(&[self.c(m, "branch3x3_2a", &b3), self.c(m, "branch3x3_2b", &b3)], 1);
+        let b3 = Tensor::cat(
+            &[
+                self.c(m, "branch3x3_2a", &b3),
+                self.c(m, "branch3x3_2b", &b3),
+            ],
+            1,
+        );
         let bd = self.c(m, "branch3x3dbl_1", x);
         let bd = self.c(m, "branch3x3dbl_2", &bd);
-        let bd =
-            Tensor::cat(&[self.c(m, "branch3x3dbl_3a", &bd), self.c(m, "branch3x3dbl_3b", &bd)], 1);
+        let bd = Tensor::cat(
+            &[
+                self.c(m, "branch3x3dbl_3a", &bd),
+                self.c(m, "branch3x3dbl_3b", &bd),
+            ],
+            1,
+        );
         let bp = if max_pool {
             x.max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false)
         } else {
@@ -530,8 +641,12 @@ impl InceptionFid {
 
     /// Runs chunks of `self.batch_size` images in [0, 1] through the network and gathers
     /// the outputs on the CPU.
-    fn forward_unit(&self, unit: impl Fn(i64, i64) -> Result<Tensor, EvalError>, n: i64, want: Want)
-        -> Result<InceptionFeatures, EvalError> {
+    fn forward_unit(
+        &self,
+        unit: impl Fn(i64, i64) -> Result<Tensor, EvalError>,
+        n: i64,
+        want: Want,
+    ) -> Result<InceptionFeatures, EvalError> {
         let _guard = tch::no_grad_guard();
         let mut parts: Vec<InceptionFeatures> = Vec::new();
         let step = self.batch_size.max(1);
@@ -569,9 +684,17 @@ impl InceptionFid {
         Ok(InceptionFeatures {
             pool3: gather(|f| f.pool3.as_ref(), want.pool3, &[0, POOL3_DIM])?,
             logits: gather(|f| f.logits.as_ref(), want.logits, &[0, NUM_CLASSES])?,
-            logits_unbiased: gather(|f| f.logits_unbiased.as_ref(), want.logits, &[0, NUM_CLASSES])?,
+            logits_unbiased: gather(
+                |f| f.logits_unbiased.as_ref(),
+                want.logits,
+                &[0, NUM_CLASSES],
+            )?,
             spatial: gather(|f| f.spatial.as_ref(), want.spatial, &[0, SPATIAL_DIM])?,
-            mixed_6e: gather(|f| f.mixed_6e.as_ref(), want.mixed_6e, &[0, MIXED_6E_CHANNELS, 17, 17])?,
+            mixed_6e: gather(
+                |f| f.mixed_6e.as_ref(),
+                want.mixed_6e,
+                &[0, MIXED_6E_CHANNELS, 17, 17],
+            )?,
         })
     }
 
@@ -579,7 +702,10 @@ impl InceptionFid {
     /// Mapped to [0, 1] and then treated exactly as pytorch-fid treats its input.
     pub fn forward(&self, images: &Tensor, want: Want) -> Result<InceptionFeatures, EvalError> {
         let size = images.size();
-        let bad = |problem: String| EvalError::BadInput { what: "Inception input images".into(), problem };
+        let bad = |problem: String| EvalError::BadInput {
+            what: "Inception input images".into(),
+            problem,
+        };
         if size.len() != 4 || size[1] != 3 {
             return Err(bad(format!(
                 "shape {size:?}: expected N×3×H×W (NCHW, RGB) floats in [-1, 1]; for uint8 \
@@ -599,7 +725,10 @@ impl InceptionFid {
         let n = size[0];
         if n > 0 {
             let _guard = tch::no_grad_guard();
-            let (lo, hi) = (images.f_min()?.double_value(&[]), images.f_max()?.double_value(&[]));
+            let (lo, hi) = (
+                images.f_min()?.double_value(&[]),
+                images.f_max()?.double_value(&[]),
+            );
             // A little slack for samples that were not clamped; [0, 255] or NaN is a bug.
             if !(lo >= -1.001 && hi <= 1.001) {
                 return Err(bad(format!(
@@ -610,7 +739,10 @@ impl InceptionFid {
         }
         self.forward_unit(
             |start, len| {
-                let x = images.f_narrow(0, start, len)?.f_to_device(self.device)?.f_to_kind(Kind::Float)?;
+                let x = images
+                    .f_narrow(0, start, len)?
+                    .f_to_device(self.device)?
+                    .f_to_kind(Kind::Float)?;
                 Ok((x + 1.0) * 0.5)
             },
             n,
@@ -620,9 +752,16 @@ impl InceptionFid {
 
     /// `images`: N×H×W×3 uint8 (ADM `.npz` archives, decoded PNGs), any device. Divided by
     /// 255 as torchvision's `ToTensor` does in pytorch-fid, so the numbers are pytorch-fid's.
-    pub fn forward_uint8_nhwc(&self, images: &Tensor, want: Want) -> Result<InceptionFeatures, EvalError> {
+    pub fn forward_uint8_nhwc(
+        &self,
+        images: &Tensor,
+        want: Want,
+    ) -> Result<InceptionFeatures, EvalError> {
         let size = images.size();
-        let bad = |problem: String| EvalError::BadInput { what: "Inception input images".into(), problem };
+        let bad = |problem: String| EvalError::BadInput {
+            what: "Inception input images".into(),
+            problem,
+        };
         if images.kind() != Kind::Uint8 {
             return Err(bad(format!(
                 "dtype {:?}: expected uint8 N×H×W×3 (for float NCHW images in [-1, 1] use forward)",
@@ -630,12 +769,17 @@ impl InceptionFid {
             )));
         }
         if size.len() != 4 || size[3] != 3 || size[1] < 1 || size[2] < 1 {
-            return Err(bad(format!("shape {size:?}: expected N×H×W×3 (NHWC, RGB) uint8")));
+            return Err(bad(format!(
+                "shape {size:?}: expected N×H×W×3 (NHWC, RGB) uint8"
+            )));
         }
         self.forward_unit(
             |start, len| {
                 let x = images.f_narrow(0, start, len)?.f_to_device(self.device)?;
-                let x = x.f_permute([0, 3, 1, 2])?.f_to_kind(Kind::Float)?.f_contiguous()?;
+                let x = x
+                    .f_permute([0, 3, 1, 2])?
+                    .f_to_kind(Kind::Float)?
+                    .f_contiguous()?;
                 Ok(x / 255.0)
             },
             size[0],
@@ -654,6 +798,9 @@ impl FeatureExtractor for InceptionFid {
     }
 
     fn features(&self, images: &Tensor) -> Result<Tensor, EvalError> {
-        Ok(self.forward(images, Want::POOL3)?.pool3.expect("pool3 requested"))
+        Ok(self
+            .forward(images, Want::POOL3)?
+            .pool3
+            .expect("pool3 requested"))
     }
 }

@@ -128,7 +128,12 @@ pub fn batches() -> Vec<(usize, usize, usize)> {
         .unwrap()
         .iter()
         .map(|b| {
-            let v: Vec<usize> = b.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+            let v: Vec<usize> = b
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
             (v[0], v[1], v[2])
         })
         .collect()
@@ -139,8 +144,12 @@ pub fn batches() -> Vec<(usize, usize, usize)> {
 pub fn model() -> MutexGuard<'static, InceptionFid> {
     static M: OnceLock<Mutex<InceptionFid>> = OnceLock::new();
     M.get_or_init(|| {
-        let m = InceptionFid::from_state_dict(closed_form_state_dict(), Device::Cpu, Path::new("closed-form"))
-            .expect("closed-form weights build the network");
+        let m = InceptionFid::from_state_dict(
+            closed_form_state_dict(),
+            Device::Cpu,
+            Path::new("closed-form"),
+        )
+        .expect("closed-form weights build the network");
         Mutex::new(m)
     })
     .lock()
