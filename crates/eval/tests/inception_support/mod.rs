@@ -11,11 +11,11 @@ use ditbench_eval::inception::{parameter_shapes, InceptionFid};
 use tch::{Device, Kind, Tensor};
 
 pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inception")
+    Path::new(&manifest_dir()).join("tests/fixtures/inception")
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(&manifest_dir()).join("../..")
 }
 
 fn fnv1a64(name: &str) -> u64 {
@@ -154,4 +154,10 @@ pub fn model() -> MutexGuard<'static, InceptionFid> {
     })
     .lock()
     .unwrap_or_else(|e| e.into_inner())
+}
+
+/// This crate's folder, read when the test runs: the shared build cache may hold a test
+/// binary compiled in another checkout (CI's clone), whose compile-time path is gone.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }
