@@ -34,19 +34,23 @@ setup:
 
 # Build the ditbench binary (one profile: dev, optimised dependencies).
 build: setup
-    cargo build --locked -p ditbench
+    # --workspace, not -p ditbench: Cargo unifies features over the packages selected, and
+    # one selection everywhere keeps a single set of artifacts in the shared cache.
+    cargo build --locked --workspace --bins
 
 # The whole test suite.
 test: setup
     cargo test --locked --workspace --no-fail-fast
 
-# The main job on the built-in default: the DiT family table, then a scaled-down DiT
-# (S/4, 4 blocks) trained on the built-in dataset at 16 px on CPU (GPU when present), with
-# sample grids. Rerunning resumes the same run (its id comes from its config).
+# The main job on the built-in default: a sweep over the whole DiT family (S/B/L/XL ×
+# patch 8/4/2, scaled down) on the built-in dataset on the CPU (GPU when present), each
+# run evaluated by FD in a small classifier's feature space, then the scaling report.
+# Rerunning resumes: finished runs are kept, unfinished ones continue from checkpoints.
 demo: build
     {{bin}} doctor
-    {{bin}} models
-    {{bin}} train --model DiT-S/4 --depth 4 --image-size 16 --steps 300 --batch-size 32 --lr 1e-3 --ema-decay 0.99 --log-every 50 --ckpt-every 100 --sample-every 100 --sweep demo
+    {{bin}} sweep plan sweeps/demo.toml
+    {{bin}} sweep run sweeps/demo.toml
+    {{bin}} report sweeps/demo.toml --out reports/demo
 
 # Benchmarks (release build), each against its baseline in the same run; results go to
 # BENCHMARKS.md with date and machine.
@@ -54,6 +58,19 @@ bench: setup
     cargo build --locked --release -p ditbench-train --example train_step_bench
     "$CARGO_TARGET_DIR/release/examples/train_step_bench"
     just bench-store
+    just bench-eval
+    just bench-report
+
+# FID pipeline: Inception features against pytorch-fid (installed into the venv once),
+# and the Fréchet distance of two 2048-d statistics against scipy's sqrtm.
+bench-eval: setup
+    .venv/bin/python -c 'import pytorch_fid' 2>/dev/null || .venv/bin/python -m pip install --quiet pytorch-fid==0.3.0 torchvision==0.26.0
+    cargo run --locked -p ditbench-eval --example inception_bench -- --n 64 --size 64 --threads 2
+    cargo run --locked -p ditbench-eval --example frechet_bench -- --reps 5
+
+# Report generation for 12 runs × 4,000 steps × 4 metrics.
+bench-report: setup
+    cargo run --locked -p ditbench-report --example report_bench -- 7
 
 # The run store against MLflow's SQLite backend (installs mlflow into the venv once).
 bench-store: setup

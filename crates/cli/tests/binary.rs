@@ -113,3 +113,61 @@ fn train_then_query_the_store() {
     let csv = String::from_utf8(l.stdout).unwrap();
     assert!(csv.contains(",e2e,") && csv.contains("finished"), "{csv}");
 }
+
+/// The sweep path end to end with the real binary: plan, run (two runs as two processes,
+/// each trained and evaluated by FD), status, a rerun that finds nothing to do, the
+/// report from the store, and a changed spec refused without `--new`.
+#[test]
+fn sweep_run_status_and_report_end_to_end() {
+    let tmp = std::env::temp_dir().join(format!("ditbench-sweep-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let store = tmp.join("store");
+    let spec = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../sweeps/smoke.toml");
+    let run = |args: &[&str]| {
+        let out = ditbench().env("DITBENCH_CACHE", tmp.join("cache")).arg("--store").arg(&store).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let spec_s = spec.to_str().unwrap();
+
+    let (code, plan, err) = run(&["sweep", "plan", spec_s]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(plan.contains("2 runs") && plan.contains("DiT-S/4") && plan.contains("DiT-B/4"), "{plan}");
+    assert!(!store.exists(), "plan changes nothing");
+
+    let (code, out, err) = run(&["sweep", "run", spec_s]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("2 finished, 0 preempted, 0 failed"), "{out}\n{err}");
+
+    let (code, status, err) = run(&["sweep", "status", spec_s, "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&status).unwrap();
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["status"], "finished", "{r}");
+        assert_eq!(r["step"], 6, "{r}");
+        let q = &r["quality"];
+        assert_eq!(q[0], "FD_builtin-cnn-8px-s0", "{r}");
+        assert!(q[1].as_f64().unwrap().is_finite() && q[1].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // Measured throughput now feeds the plan's estimates.
+    let (_, plan, _) = run(&["sweep", "plan", spec_s]);
+    assert!(plan.contains("finished") && !plan.contains("no throughput measured"), "{plan}");
+
+    let (code, out, _) = run(&["sweep", "run", spec_s]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("nothing to do"), "{out}");
+
+    let report = tmp.join("report");
+    let (code, out, err) = run(&["report", spec_s, "--out", report.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(report.join("summary.json")).unwrap()).unwrap();
+    assert!(summary.to_string().contains("FD_builtin-cnn-8px-s0"), "{summary}");
+    assert!(report.join("report.html").exists());
+
+    // A changed spec under the same name is refused, and nothing is touched.
+    let changed = tmp.join("smoke-changed.toml");
+    std::fs::write(&changed, std::fs::read_to_string(&spec).unwrap().replace("steps = 6", "steps = 7")).unwrap();
+    let (code, _, err) = run(&["sweep", "run", changed.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("different spec") && err.contains("--new"), "{err}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

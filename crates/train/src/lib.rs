@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod ema;
+pub mod evaluate;
 pub mod optim;
 pub mod run;
 pub mod step;

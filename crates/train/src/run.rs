@@ -20,6 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{self, step_seed, Resume};
 use crate::config::RunConfig;
+use crate::evaluate::Evaluator;
 use crate::ema::Ema;
 use crate::optim::AdamW;
 
@@ -215,9 +216,10 @@ pub fn train(
 
     // ---- data
     let dataset = open_dataset(cfg)?;
-    if cfg.eval.is_some() {
-        return Err(TrainError::Config("[eval] is not available in this build yet".into()));
-    }
+    let evaluator = match &cfg.eval {
+        Some(_) => Some(Evaluator::new(cfg, dataset.as_ref(), device, &mut |l: &str| log.line(progress, l))?),
+        None => None,
+    };
     let sampler = Sampler::new(
         dataset.len(),
         SamplerConfig { batch_size: t.batch_size, random_flip: cfg.data.random_flip, ..SamplerConfig::new(t.seed, t.batch_size) },
@@ -334,6 +336,11 @@ pub fn train(
         if t.sample_every > 0 && step % t.sample_every == 0 && step < t.steps {
             sample_grid(&run_dir, &ema.model, cfg, step, device)?;
         }
+        if let (Some(ev), Some(e)) = (&evaluator, &cfg.eval) {
+            if e.every > 0 && step % e.every == 0 && step < t.steps {
+                evaluate_and_log(ev, &ema.model, cfg, step, device, &mut writer, &mut log, progress)?;
+            }
+        }
     };
     progress.finish();
     drop(loader);
@@ -347,6 +354,9 @@ pub fn train(
     }
     if matches!(outcome, Outcome::Finished { .. }) {
         sample_grid(&run_dir, &ema.model, cfg, t.steps, device)?;
+        if let Some(ev) = &evaluator {
+            evaluate_and_log(ev, &ema.model, cfg, t.steps, device, &mut writer, &mut log, progress)?;
+        }
     }
     writer.close()?;
     let change = match &outcome {
@@ -380,6 +390,42 @@ fn save_checkpoint(
     };
     let path = checkpoint::save(dir, model, ema, opt, &resume, cfg.train.keep_last)?;
     log.line(progress, &format!("checkpoint {}", path.display()));
+    Ok(())
+}
+
+/// Evaluates the EMA model and records the result in the evals table (flushed at once:
+/// an evaluation is expensive and must survive a crash right after it).
+#[allow(clippy::too_many_arguments)]
+fn evaluate_and_log(
+    ev: &Evaluator,
+    ema: &Model,
+    cfg: &RunConfig,
+    step: u64,
+    device: Device,
+    writer: &mut ditbench_track::MetricWriter,
+    log: &mut RunLog,
+    progress: &mut dyn Progress,
+) -> Result<(), TrainError> {
+    let r = ev.evaluate(ema, cfg, device)?;
+    writer.log_eval(&ditbench_track::EvalRow {
+        step: step as i64,
+        wall_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        metric: r.metric.clone(),
+        value: r.value,
+        num_samples: r.num_samples as i64,
+        cfg_scale: r.cfg_scale,
+        sampler: r.sampler.clone(),
+        sampling_steps: r.sampling_steps,
+        extractor: r.extractor.clone(),
+    })?;
+    writer.flush()?;
+    log.line(
+        progress,
+        &format!(
+            "eval step {step}: {} = {:.4} ({} samples, {} {} steps, cfg {}, {:.1} s)",
+            r.metric, r.value, r.num_samples, r.sampler, r.sampling_steps, r.cfg_scale, r.seconds
+        ),
+    );
     Ok(())
 }
 
