@@ -381,7 +381,13 @@ fn run_cancel(store_path: &Path, spec_path: &Path) -> Result<()> {
     let store = Store::open(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
     if !slurm::submissions(store_path, &spec.name)?.is_empty() {
         let n = slurm::cancel(store_path, &spec.name)?;
-        eprintln!("scancel: {n} array job(s)");
+        eprintln!("scancel: {n} array job(s); waiting for running tasks to checkpoint and leave the queue");
+        // Otherwise the runs, still finishing their step, mark themselves preempted
+        // after we marked them cancelled, and the sweep looks resumable.
+        let left = slurm::wait_until_gone(store_path, &spec.name, std::time::Duration::from_secs(600))?;
+        if !left.is_empty() {
+            eprintln!("still in the queue after 600 s: {}; their runs may end as preempted", left.join(", "));
+        }
     }
     let pid_path = launcher_pid_path(store_path, &spec.name);
     if let Ok(pid) = std::fs::read_to_string(&pid_path).unwrap_or_default().trim().parse::<i32>() {

@@ -3,9 +3,12 @@
 //! Each task runs `ditbench train --run ID` in the background and forwards USR1 (sent
 //! `signal_grace_s` before the time limit, `--signal=B:USR1@N`) and TERM (sent by
 //! `scontrol requeue`, preemption or `scancel`) to it; the run finishes its step,
-//! checkpoints, marks itself preempted and exits with 75. The script then requeues its
-//! own task, which resumes from the checkpoint with the same run id and the next
-//! attempt number. Submitted jobs are recorded in `<store>/<sweep>/slurm/jobs.json`, so
+//! checkpoints, marks itself preempted and exits with 75. After USR1 (the time limit is
+//! near) the script requeues its own task, which resumes from the checkpoint with the
+//! same run id and the next attempt number. After TERM it does not: `scontrol requeue`
+//! and preemption in REQUEUE mode requeue the task themselves, and a requeue after
+//! `scancel` would bring a cancelled task back (Slurm accepts `scontrol requeue` on a
+//! job that is still completing). Submitted jobs are recorded in `<store>/<sweep>/slurm/jobs.json`, so
 //! that `sweep status` can join the registry with `squeue`.
 
 use std::collections::BTreeMap;
@@ -77,14 +80,17 @@ pub fn script(sweep: &str, runs: &[PlannedRun], exe: &Path, store: &Path, s: &Sl
         s.cpus_per_task
     );
     let _ = writeln!(o, "PID=$!");
-    let _ = writeln!(o, "trap 'kill -USR1 $PID 2>/dev/null' USR1");
+    let _ = writeln!(o, "TIME_LIMIT=0");
+    let _ = writeln!(o, "trap 'TIME_LIMIT=1; kill -USR1 $PID 2>/dev/null' USR1");
     let _ = writeln!(o, "trap 'kill -TERM $PID 2>/dev/null' TERM INT");
     // `wait` returns early when a trap runs: wait until the process is really gone.
     let _ = writeln!(o, "while true; do wait $PID; RC=$?; kill -0 $PID 2>/dev/null || break; done");
     let _ = writeln!(o, "echo \"ditbench: run $RUN exited with $RC\"");
+    // This task only: the last task's SLURM_JOB_ID is the array's own id, and requeueing
+    // that requeues (and interrupts) every task of the array.
     let _ = writeln!(
         o,
-        "if [ $RC -eq {EXIT_PREEMPTED} ]; then scontrol requeue \"$SLURM_JOB_ID\" 2>/dev/null || true; fi"
+        "if [ $RC -eq {EXIT_PREEMPTED} ] && [ $TIME_LIMIT -eq 1 ]; then scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\" || true; fi"
     );
     let _ = writeln!(o, "exit $RC");
     o
@@ -176,7 +182,8 @@ pub fn queue_state(store: &Path, sweep: &str) -> Result<BTreeMap<String, (String
 
 /// `scancel` every job of the sweep. Slurm sends SIGTERM to running tasks (forwarded
 /// to the run, which checkpoints within Slurm's KillWait) and drops pending ones; the
-/// script's own requeue then fails, as it should for a cancelled job.
+/// script does not requeue a task stopped by TERM. The runs mark themselves preempted
+/// when they exit: wait for that with [`wait_until_gone`] before marking them cancelled.
 pub fn cancel(store: &Path, sweep: &str) -> Result<usize, SweepError> {
     let subs = submissions(store, sweep)?;
     if subs.is_empty() {
@@ -190,4 +197,18 @@ pub fn cancel(store: &Path, sweep: &str) -> Result<usize, SweepError> {
         return Err(SweepError::Launcher(format!("scancel exited with {st}")));
     }
     Ok(subs.len())
+}
+
+/// Waits until no task of the sweep's jobs is left in `squeue` (running tasks stopped by
+/// `scancel` finish their step and checkpoint first). Returns the tasks still there
+/// when `timeout` runs out (empty: all gone).
+pub fn wait_until_gone(store: &Path, sweep: &str, timeout: std::time::Duration) -> Result<Vec<String>, SweepError> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let q = queue_state(store, sweep)?;
+        if q.is_empty() || t0.elapsed() >= timeout {
+            return Ok(q.into_values().map(|(task, state, _)| format!("{task} {state}")).collect());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
