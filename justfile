@@ -52,6 +52,11 @@ demo: build
     {{bin}} sweep run sweeps/demo.toml
     {{bin}} report sweeps/demo.toml --out reports/demo
 
+# The Slurm launcher against a real one-node Slurm on this machine (root; installs
+# slurm-wlm and munge with apt when missing). About 40 s. Stop it: bash scripts/slurm/stop.sh
+test-slurm: build
+    bash scripts/slurm/start.sh && DITBENCH_BIN={{bin}} bash scripts/slurm/test.sh
+
 # Benchmarks (release build), each against its baseline in the same run; results go to
 # BENCHMARKS.md with date and machine.
 bench: setup

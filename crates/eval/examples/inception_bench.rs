@@ -88,7 +88,7 @@ fn main() -> anyhow::Result<()> {
     // The same uint8 images as the Python side, in DiT's sample space [-1, 1].
     let img = inception_support::closed_form_images(n, size, size);
     let x = img.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 127.5 - 1.0;
-    model.features(&x.narrow(0, 0, 2.min(n as i64)))?; // warm-up
+    let _ = model.features(&x.narrow(0, 0, 2.min(n as i64)))?; // warm-up
     let mut secs = Vec::new();
     let mut pool3_mean = 0.0;
     for _ in 0..repeats {
