@@ -1,6 +1,7 @@
 //! The `ditbench` command line: parses arguments, calls the library crates, prints.
 
 mod doctor;
+mod fid;
 mod models;
 #[cfg(feature = "query")]
 mod report;
@@ -59,6 +60,9 @@ enum Command {
     /// Table 4 beside it; report.html (self-contained), report.md, summary.json.
     #[cfg(feature = "query")]
     Report(report::ReportArgs),
+    /// FID with pytorch-fid's Inception-v3: import its weights, reference statistics of
+    /// an image folder or sample archive, FID/sFID between two sets.
+    Fid(fid::FidArgs),
     /// Sweeps over the DiT family from a spec (sweeps/*.toml): plan, run (local or
     /// Slurm), status, resume, cancel.
     Sweep(sweep::SweepArgs),
@@ -75,6 +79,7 @@ fn main() {
         #[cfg(feature = "query")]
         Command::Runs(args) => runs::run(&store, args).map(|()| 0),
         Command::Sweep(args) => sweep::run(&store, args),
+        Command::Fid(args) => fid::run(args).map(|()| 0),
         #[cfg(feature = "query")]
         Command::Report(args) => report::run_report(&store, &args).map(|()| 0),
     };

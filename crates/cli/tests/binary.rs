@@ -171,3 +171,20 @@ fn sweep_run_status_and_report_end_to_end() {
     assert!(err.contains("different spec") && err.contains("--new"), "{err}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `ditbench fid` without Inception weights says which file to get and how to import
+/// it; a missing .pth is named.
+#[test]
+fn fid_commands_explain_missing_weights() {
+    let cache = std::env::temp_dir().join(format!("ditbench-fid-cache-{}", std::process::id()));
+    let out = ditbench().env("DITBENCH_CACHE", &cache).args(["fid", "stats", ".", "--out", "/dev/null", "--device", "cpu"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pt_inception-2015-12-05") && err.contains("ditbench fid import-weights"), "{err}");
+    let out = ditbench().env("DITBENCH_CACHE", &cache).args(["fid", "import-weights", "/nonexistent/pt.pth"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/pt.pth"), "{err}");
+    assert!(!cache.join("weights/pt_inception-2015-12-05.safetensors").exists(), "nothing written");
+    let _ = std::fs::remove_dir_all(&cache);
+}

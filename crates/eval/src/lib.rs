@@ -5,6 +5,8 @@
 //! * [`stats`]: mean and covariance accumulated in f64, streaming.
 //! * [`frechet`]: the Fréchet distance in f64 through a symmetric eigendecomposition.
 //! * [`npz`]: ADM evaluator reference batches and sample archives.
+//! * [`reference`]: FID statistics of a sample archive or an image folder, and the
+//!   FID/sFID between two sets (what `ditbench fid` runs).
 //! * [`metrics`]: Inception Score, precision/recall (ADM manifold estimator), KID.
 //! * [`extractor`]: the [`FeatureExtractor`] trait and the built-in feature network,
 //!   trained on the real images of a dataset when Inception weights are unavailable;
@@ -18,6 +20,7 @@ pub mod frechet;
 pub mod inception;
 pub mod metrics;
 pub mod npz;
+pub mod reference;
 pub mod stats;
 
 pub use error::EvalError;
