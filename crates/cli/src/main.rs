@@ -7,6 +7,7 @@ mod models;
 mod report;
 #[cfg(feature = "query")]
 mod runs;
+mod sample;
 mod sweep;
 mod train;
 
@@ -60,6 +61,9 @@ enum Command {
     /// Table 4 beside it; report.html (self-contained), report.md, summary.json.
     #[cfg(feature = "query")]
     Report(report::ReportArgs),
+    /// Sample a run's EMA weights into an ADM-format archive (.npz, uint8 N×H×W×3 +
+    /// labels), batched and resumable, for `ditbench fid` or the ADM evaluator.
+    Sample(sample::SampleArgs),
     /// FID with pytorch-fid's Inception-v3: import its weights, reference statistics of
     /// an image folder or sample archive, FID/sFID between two sets.
     Fid(fid::FidArgs),
@@ -80,6 +84,7 @@ fn main() {
         Command::Runs(args) => runs::run(&store, args).map(|()| 0),
         Command::Sweep(args) => sweep::run(&store, args),
         Command::Fid(args) => fid::run(args).map(|()| 0),
+        Command::Sample(args) => sample::run(&store, &args).map(|()| 0),
         #[cfg(feature = "query")]
         Command::Report(args) => report::run_report(&store, &args).map(|()| 0),
     };

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 use ditbench_data::Dataset;
 use ditbench_diffusion::{GaussianDiffusion, Sampler as Reverse};
+
+use crate::sample::{balanced_labels, sample_batch, sampler_for};
 use ditbench_eval::extractor::{BuiltinExtractor, ExtractorOptions};
 use ditbench_eval::frechet::frechet_distance;
 use ditbench_eval::inception::InceptionFid;
@@ -132,7 +134,7 @@ impl Evaluator {
         let e = &self.cfg;
         let mc = &run.model;
         let diffusion = GaussianDiffusion::dit(&e.sampling)?;
-        let sampler = if e.sampling.starts_with("ddim") { Reverse::Ddim { eta: 0.0 } } else { Reverse::Ddpm };
+        let sampler = sampler_for(&e.sampling);
         let mut acc = StatsAccumulator::new(self.extractor.dim());
         // Sampling draws from libtorch's global generator: reseed for fixed noise, and
         // the training step reseeds itself from (seed, step) afterwards.
@@ -140,19 +142,9 @@ impl Evaluator {
         let mut done = 0usize;
         while done < e.num_samples {
             let n = e.batch.min(e.num_samples - done) as i64;
-            let y = (Tensor::arange(n, (Kind::Int64, device)) + done as i64).remainder(mc.num_classes);
+            let y = balanced_labels(done, n, mc.num_classes, device);
             let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
-            let mut noise = |x: &Tensor| x.randn_like();
-            let x = if e.cfg_scale > 1.0 {
-                // The official sampling: [z; z] with [y; null], guided half kept.
-                let z2 = Tensor::cat(&[&z, &z], 0);
-                let y2 = Tensor::cat(&[y.shallow_clone(), y.full_like(mc.num_classes)], 0);
-                let f = |x: &Tensor, t: &Tensor, y: &Tensor| ema.dit.forward_with_cfg(x, t, y, e.cfg_scale, CfgMode::Paper);
-                diffusion.sample_loop(&f, z2, &y2, sampler, true, &mut noise, &mut |_, _| {})?.narrow(0, 0, n)
-            } else {
-                let f = |x: &Tensor, t: &Tensor, y: &Tensor| ema.dit.forward(x, t, y);
-                diffusion.sample_loop(&f, z, &y, sampler, true, &mut noise, &mut |_, _| {})?
-            };
+            let x = sample_batch(ema, &diffusion, sampler, z, &y, e.cfg_scale, CfgMode::Paper)?;
             let feats = self.extractor.features(&x.clamp(-1.0, 1.0)).map_err(eval_err)?;
             acc.push(&feats).map_err(eval_err)?;
             done += n as usize;

@@ -7,6 +7,7 @@ pub mod ema;
 pub mod evaluate;
 pub mod optim;
 pub mod run;
+pub mod sample;
 pub mod step;
 
 pub use checkpoint::{step_seed, Resume};

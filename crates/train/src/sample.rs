@@ -1,0 +1,149 @@
+//! Sampling a run's EMA model, as the official `sample_ddp.py` does: class labels, noise,
+//! optional classifier-free guidance on a doubled batch, pixels mapped to uint8 with
+//! `clamp(127.5·x + 128, 0, 255)` and truncation. One function draws a batch, shared by
+//! `ditbench sample` (archives for the ADM evaluator) and the evaluation during
+//! training, so both measure the same thing.
+
+use std::path::{Path, PathBuf};
+
+use ditbench_diffusion::{GaussianDiffusion, Sampler};
+use ditbench_eval::npz::SampleArchiveWriter;
+use ditbench_model::checkpoint::{load_into_varstore, read_safetensors};
+use ditbench_model::{CfgMode, DiTConfig, Model};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{list_checkpoints, step_seed};
+use crate::TrainError;
+
+/// The sampler a respacing string names: `ddimN` → DDIM (η = 0), anything else → DDPM.
+pub fn sampler_for(sampling: &str) -> Sampler {
+    if sampling.starts_with("ddim") {
+        Sampler::Ddim { eta: 0.0 }
+    } else {
+        Sampler::Ddpm
+    }
+}
+
+/// Draws one batch from noise `z` with labels `y`; `cfg_scale > 1` guides with the null
+/// class on a doubled batch (the official sampling) and keeps the guided half.
+pub fn sample_batch(
+    model: &Model,
+    diffusion: &GaussianDiffusion,
+    sampler: Sampler,
+    z: Tensor,
+    y: &Tensor,
+    cfg_scale: f64,
+    mode: CfgMode,
+) -> Result<Tensor, TrainError> {
+    let mc = model.config();
+    let mut noise = |x: &Tensor| x.randn_like();
+    if cfg_scale > 1.0 {
+        let n = z.size()[0];
+        let z2 = Tensor::cat(&[&z, &z], 0);
+        let y2 = Tensor::cat(&[y.shallow_clone(), y.full_like(mc.num_classes)], 0);
+        let f = |x: &Tensor, t: &Tensor, y: &Tensor| model.dit.forward_with_cfg(x, t, y, cfg_scale, mode);
+        Ok(diffusion.sample_loop(&f, z2, &y2, sampler, true, &mut noise, &mut |_, _| {})?.narrow(0, 0, n))
+    } else {
+        let f = |x: &Tensor, t: &Tensor, y: &Tensor| model.dit.forward(x, t, y);
+        Ok(diffusion.sample_loop(&f, z, y, sampler, true, &mut noise, &mut |_, _| {})?)
+    }
+}
+
+/// Class-balanced labels for samples `start..start + n`: sample i gets class i mod C.
+pub fn balanced_labels(start: usize, n: i64, classes: i64, device: Device) -> Tensor {
+    (Tensor::arange(n, (Kind::Int64, device)) + start as i64).remainder(classes)
+}
+
+/// Loads the EMA weights of a training checkpoint (the `ema.` tensors).
+pub fn load_ema(path: &Path, config: &DiTConfig, device: Device) -> Result<Model, TrainError> {
+    let file = read_safetensors(path)?;
+    let ema: Vec<(String, Tensor)> =
+        file.tensors.iter().filter_map(|(k, t)| k.strip_prefix("ema.").map(|k| (k.to_string(), t.shallow_clone()))).collect();
+    if ema.is_empty() {
+        return Err(TrainError::Config(format!("{}: no `ema.` tensors: not a ditbench training checkpoint", path.display())));
+    }
+    let model = Model::new(config, device)?;
+    load_into_varstore(&model.vs, &ema, path)?;
+    Ok(model)
+}
+
+/// The checkpoint of `run_dir` at `step` (the latest when `None`).
+pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBuf), TrainError> {
+    let all = list_checkpoints(&run_dir.join("checkpoints"));
+    let found = match step {
+        Some(s) => all.iter().find(|(k, _)| *k == s).cloned(),
+        None => all.last().cloned(),
+    };
+    found.ok_or_else(|| {
+        let have: Vec<String> = all.iter().map(|(k, _)| k.to_string()).collect();
+        TrainError::Config(format!(
+            "{}: no checkpoint{}; available steps: {}",
+            run_dir.display(),
+            step.map(|s| format!(" at step {s}")).unwrap_or_default(),
+            if have.is_empty() { "none".into() } else { have.join(", ") }
+        ))
+    })
+}
+
+/// What to sample.
+#[derive(Debug, Clone)]
+pub struct SampleSpec {
+    pub num: usize,
+    pub batch: usize,
+    pub sampling: String,
+    pub cfg_scale: f64,
+    pub cfg_mode: CfgMode,
+    /// Noise seed; batch k draws from (seed, k), so a resumed archive continues with
+    /// exactly the samples an uninterrupted one would have.
+    pub seed: u64,
+}
+
+/// Samples `spec.num` class-balanced images into an ADM-format archive (`arr_0` uint8
+/// N×H×W×3, `arr_1` labels), resuming a partial archive at `out`. Pixel-space models
+/// only (latent models need the VAE decoder, not in ditbench yet).
+pub fn sample_to_archive(
+    model: &Model,
+    spec: &SampleSpec,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<PathBuf, TrainError> {
+    let mc = model.config().clone();
+    if mc.in_channels != 3 {
+        return Err(TrainError::Config(format!(
+            "{} has {} input channels (a latent model): decoding latents needs the VAE, which ditbench does not have yet",
+            mc.name, mc.in_channels
+        )));
+    }
+    if spec.batch == 0 || spec.num == 0 {
+        return Err(TrainError::Config(format!("--num ({}) and --batch ({}) must be positive", spec.num, spec.batch)));
+    }
+    let device = model.vs.device();
+    let diffusion = GaussianDiffusion::dit(&spec.sampling)?;
+    let sampler = sampler_for(&spec.sampling);
+    let size = mc.input_size as usize;
+    let eval = |e: ditbench_eval::EvalError| TrainError::Eval(e.to_string());
+    let mut w = SampleArchiveWriter::open(out, size, size, true).map_err(eval)?;
+    let mut done = w.len();
+    if done % spec.batch != 0 && done < spec.num {
+        return Err(TrainError::Config(format!(
+            "{}: holds {done} samples, not a multiple of --batch {}: resume with the batch it was started with",
+            out.display(),
+            spec.batch
+        )));
+    }
+    progress(done.min(spec.num), spec.num);
+    while done < spec.num {
+        let n = spec.batch.min(spec.num - done) as i64;
+        tch::manual_seed(step_seed(spec.seed ^ 0x5A4D_B1E5, (done / spec.batch) as u64));
+        let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
+        let y = balanced_labels(done, n, mc.num_classes, device);
+        let x = sample_batch(model, &diffusion, sampler, z, &y, spec.cfg_scale, spec.cfg_mode)?;
+        // sample_ddp.py: clamp(127.5 x + 128, 0, 255) → uint8 (truncation), NHWC.
+        let u8s = (x * 127.5 + 128.0).clamp(0.0, 255.0).permute([0, 2, 3, 1]).to_kind(Kind::Uint8).to_device(Device::Cpu);
+        let labels = Vec::<i64>::try_from(y.to_device(Device::Cpu))?;
+        w.append_tensor(&u8s, Some(&labels)).map_err(eval)?;
+        done += n as usize;
+        progress(done, spec.num);
+    }
+    w.finish().map_err(eval)
+}
