@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ditbench_eval::inception::{default_weights_path, import_weights, InceptionFid};
 use ditbench_eval::npz::write_stats;
-use ditbench_eval::reference::{fid_between, folder_stats, stats_of, FidStats};
+use ditbench_eval::reference::{adm_metrics, archive_features, fid_between, folder_stats, stats_of, FidStats};
+use ditbench_eval::npz::NpzReader;
 
 #[derive(clap::Args, Debug)]
 pub struct FidArgs {
@@ -40,6 +41,20 @@ pub enum FidCommand {
         /// auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,
+    },
+    /// The ADM evaluator's suite for a sample archive against a reference batch (ADM's
+    /// VIRTUAL_imagenet256_labeled.npz or any archive): Inception Score (5000-sample
+    /// splits), FID, sFID, precision and recall (k = 3), and KID (100 subsets of 1000).
+    /// A statistics-only reference gives IS, FID and sFID.
+    Evaluate {
+        samples: PathBuf,
+        reference: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long)]
+        json: bool,
     },
     /// FID (and sFID) between two sets, each a statistics .npz (ADM reference batch or
     /// `fid stats` output) or a sample archive.
@@ -80,6 +95,47 @@ pub fn run(args: FidArgs) -> Result<()> {
             eprintln!();
             write_stats(&out, &stats.pool, stats.spatial.as_ref())?;
             println!("{}: statistics of {} images (pool3 2048-d, spatial 2023-d)", out.display(), stats.images);
+        }
+        FidCommand::Evaluate { samples, reference, batch, device, json } => {
+            let net = load_net(&device)?;
+            let s = archive_features(&samples, &net, batch, &mut |d| eprint!("\rsamples: {d} images"))?;
+            eprintln!();
+            let has_images = NpzReader::open(&reference)?.contains("arr_0");
+            let (ref_stats, ref_pool) = if has_images {
+                let r = archive_features(&reference, &net, batch, &mut |d| eprint!("\rreference: {d} images"))?;
+                eprintln!();
+                (r.stats, Some(r.pool3))
+            } else {
+                (stats_of(&reference, None, batch, &mut |_| {})?, None)
+            };
+            let m = adm_metrics(&s, &ref_stats, ref_pool.as_ref())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "inception_score": m.inception_score.mean, "inception_score_std": m.inception_score.std,
+                        "fid": m.fid, "sfid": m.sfid,
+                        "precision": m.precision_recall.map(|p| p.precision), "recall": m.precision_recall.map(|p| p.recall),
+                        "kid": m.kid.map(|k| k.mean), "kid_std": m.kid.map(|k| k.std),
+                        "samples": m.samples, "reference_images": m.reference_images,
+                        "extractor": "inception-v3 (pytorch-fid weights)",
+                    })
+                );
+            } else {
+                println!("Inception Score: {:.4} (± {:.4}, {} splits)", m.inception_score.mean, m.inception_score.std, m.inception_score.splits);
+                println!("FID: {:.4}", m.fid);
+                if let Some(v) = m.sfid {
+                    println!("sFID: {v:.4}");
+                }
+                match m.precision_recall {
+                    Some(p) => println!("Precision: {:.4}\nRecall: {:.4}", p.precision, p.recall),
+                    None => println!("Precision/Recall: need the reference images (arr_0)"),
+                }
+                if let Some(k) = m.kid {
+                    println!("KID: {:.6} (± {:.6}, subsets of {})", k.mean, k.std, k.subset_size);
+                }
+                println!("({} samples, {} reference images; pytorch-fid Inception weights)", m.samples, m.reference_images);
+            }
         }
         FidCommand::Distance { a, b, batch, device, json } => {
             // Weights are needed only when a side holds images.

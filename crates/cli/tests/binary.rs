@@ -188,3 +188,61 @@ fn fid_commands_explain_missing_weights() {
     assert!(!cache.join("weights/pt_inception-2015-12-05.safetensors").exists(), "nothing written");
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// kill -9 in the middle of training: the run store and the checkpoints stay readable,
+/// rerunning the same command resumes from the last checkpoint (not from step 0) and
+/// finishes, and the registry records both attempts.
+#[test]
+fn a_killed_training_process_resumes_from_its_last_checkpoint() {
+    let store = std::env::temp_dir().join(format!("ditbench-kill9-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    let args = [
+        "train", "--model", "S/4", "--depth", "1", "--image-size", "8", "--steps", "400", "--batch-size", "4",
+        "--log-every", "5", "--ckpt-every", "10", "--device", "cpu", "--sweep", "kill9",
+    ];
+    let mut child = ditbench().arg("--store").arg(&store).args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Wait for at least two checkpoints, then kill without warning.
+    let t0 = std::time::Instant::now();
+    let ckpts = || -> Vec<std::path::PathBuf> {
+        walk(&store).into_iter().filter(|p| p.extension().is_some_and(|e| e == "safetensors") && p.to_string_lossy().contains("checkpoints")).collect()
+    };
+    while ckpts().len() < 2 || !ckpts().iter().any(|p| p.file_name().unwrap().to_string_lossy().contains("0000020")) {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoints appeared");
+        assert!(child.try_wait().unwrap().is_none(), "training ended before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at: Vec<String> = ckpts().iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
+
+    let out = ditbench().arg("--store").arg(&store).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("finished at step 400"), "{stdout}");
+    let log = walk(&store).into_iter().find(|p| p.ends_with("log.txt")).unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    let resumed = log.lines().find(|l| l.contains("resumed from")).unwrap_or_else(|| panic!("no resume in log:\n{log}"));
+    let latest = killed_at.iter().max().unwrap();
+    assert!(resumed.contains(latest.as_str()), "{resumed} vs {killed_at:?}");
+    let step: u64 = resumed.rsplit("at step ").next().unwrap().trim().parse().unwrap();
+    assert!(step >= 20, "resumed at step {step}, not from the start");
+
+    let q = ditbench().arg("--store").arg(&store).args(["runs", "query", "SELECT status, attempt FROM events ORDER BY time", "--csv"]).output().unwrap();
+    let csv = String::from_utf8_lossy(&q.stdout);
+    assert!(csv.contains("running,1") && csv.contains("running,2") && csv.contains("finished,2"), "{csv}");
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

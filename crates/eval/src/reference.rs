@@ -9,6 +9,7 @@ use ditbench_data::{center_crop_arr, image, PassOrder, IMAGE_EXTENSIONS};
 use tch::Tensor;
 
 use crate::frechet::frechet_distance;
+use crate::metrics::{inception_score, kid, precision_recall, InceptionScore, IsSplits, Kid, KidConfig, PrecisionRecall, ADM_DISTANCE_BATCH, ADM_NHOOD_K};
 use crate::inception::{InceptionFid, Want};
 use crate::npz::{read_stats, NpyData, NpzReader, StatsKind};
 use crate::stats::{FeatureStats, StatsAccumulator};
@@ -176,4 +177,80 @@ pub fn fid_between(a: &FidStats, b: &FidStats) -> Result<(f64, Option<f64>), Eva
         _ => None,
     };
     Ok((fid, sfid))
+}
+
+/// Everything the ADM evaluator needs from one archive: pool3 features and class
+/// probabilities of every image (kept in memory, as ADM does: 50K × 2048 f32 is 400 MB),
+/// and the FID/sFID statistics.
+#[derive(Debug)]
+pub struct ArchiveFeatures {
+    pub pool3: Tensor,
+    pub probs: Tensor,
+    pub stats: FidStats,
+}
+
+/// Features of every image of an archive (`arr_0`), streamed through the network.
+pub fn archive_features(path: &Path, net: &InceptionFid, batch: usize, progress: &mut dyn FnMut(usize)) -> Result<ArchiveFeatures, EvalError> {
+    let mut r = NpzReader::open(path)?;
+    if !r.contains("arr_0") {
+        return Err(bad(path, format!("no `arr_0` (uint8 N×H×W×3 images); keys: {:?}", r.keys())));
+    }
+    let mut acc = Acc::new();
+    let (mut pool, mut probs) = (vec![], vec![]);
+    r.for_each_rows("arr_0", batch.max(1), |a| {
+        let NpyData::U8(bytes) = &a.data else {
+            return Err(bad(path, format!("arr_0 has dtype {:?}; expected uint8 images", a.dtype())));
+        };
+        if a.shape.len() != 4 || a.shape[3] != 3 {
+            return Err(bad(path, format!("arr_0 has shape {:?}; expected N×H×W×3", a.shape)));
+        }
+        let shape: Vec<i64> = a.shape.iter().map(|&v| v as i64).collect();
+        let t = Tensor::from_slice(bytes).reshape(&shape).to_device(net.device());
+        let f = net.forward_uint8_nhwc(&t, Want { pool3: true, logits: true, spatial: true, mixed_6e: false })?;
+        let p3 = f.pool3.expect("pool3 wanted");
+        acc.pool.push(&p3)?;
+        acc.spatial.push(f.spatial.as_ref().expect("spatial wanted"))?;
+        acc.images += shape[0] as usize;
+        // ADM: softmax of pool3 · Wᵀ without the bias, over all 1008 classes.
+        probs.push(f.logits_unbiased.expect("logits wanted").softmax(1, tch::Kind::Float));
+        pool.push(p3);
+        progress(acc.images);
+        Ok(())
+    })?;
+    let stats = acc.finish(path)?;
+    Ok(ArchiveFeatures { pool3: Tensor::cat(&pool, 0), probs: Tensor::cat(&probs, 0), stats })
+}
+
+/// The ADM evaluator's numbers for a sample batch against a reference batch, plus KID.
+/// Precision, recall and KID need the reference images; a statistics-only reference
+/// gives FID and sFID only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmMetrics {
+    pub inception_score: InceptionScore,
+    pub fid: f64,
+    pub sfid: Option<f64>,
+    pub precision_recall: Option<PrecisionRecall>,
+    pub kid: Option<Kid>,
+    pub samples: usize,
+    pub reference_images: usize,
+}
+
+pub fn adm_metrics(samples: &ArchiveFeatures, reference: &FidStats, reference_pool3: Option<&Tensor>) -> Result<AdmMetrics, EvalError> {
+    let (fid, sfid) = fid_between(&samples.stats, reference)?;
+    let (pr, k) = match reference_pool3 {
+        Some(r) => (
+            Some(precision_recall(r, &samples.pool3, ADM_NHOOD_K, ADM_DISTANCE_BATCH)?),
+            Some(kid(r, &samples.pool3, &KidConfig::default())?),
+        ),
+        None => (None, None),
+    };
+    Ok(AdmMetrics {
+        inception_score: inception_score(&samples.probs, IsSplits::ADM)?,
+        fid,
+        sfid,
+        precision_recall: pr,
+        kid: k,
+        samples: samples.stats.images,
+        reference_images: reference.images,
+    })
 }

@@ -119,3 +119,45 @@ fn bad_sets_are_refused_with_the_file_named() {
     let err = archive_stats(&other, &net, 8, &mut |_| {}).unwrap_err().to_string();
     assert!(err.contains("other.npz") && err.contains("arr_0"), "{err}");
 }
+
+/// `fid evaluate`'s library side: every number equals the metric computed directly from
+/// features of the same images (the archive streaming, batching and softmax of the
+/// bias-free logits are what is under test; the metrics themselves have their own
+/// numpy-reference tests).
+#[test]
+fn adm_suite_matches_the_metrics_on_direct_features() {
+    use ditbench_eval::metrics::{inception_score, kid, precision_recall, IsSplits, KidConfig};
+    use ditbench_eval::reference::{adm_metrics, archive_features};
+    let net = net();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, imgs: &Tensor| {
+        let p = dir.path().join(name);
+        let mut w = SampleArchiveWriter::open(&p, 32, 32, false).unwrap();
+        w.append_tensor(imgs, None).unwrap();
+        w.finish().unwrap();
+        p
+    };
+    let all = inception_support::closed_form_images(9, 32, 32);
+    let (samples, reference) = (all.narrow(0, 0, 5), all.narrow(0, 4, 5));
+    let (sp, rp) = (write("s.npz", &samples), write("r.npz", &reference));
+    let s = archive_features(&sp, &net, 2, &mut |_| {}).unwrap();
+    let r = archive_features(&rp, &net, 3, &mut |_| {}).unwrap();
+    let m = adm_metrics(&s, &r.stats, Some(&r.pool3)).unwrap();
+
+    let ds = net.forward_uint8_nhwc(&samples, Want::ADM).unwrap();
+    let dr = net.forward_uint8_nhwc(&reference, Want::ADM).unwrap();
+    let probs = ds.logits_unbiased.as_ref().unwrap().softmax(1, Kind::Float);
+    let is = inception_score(&probs, IsSplits::ADM).unwrap();
+    assert!((m.inception_score.mean - is.mean).abs() < 1e-6 * is.mean.abs().max(1.0), "{:?} vs {is:?}", m.inception_score);
+    let pr = precision_recall(dr.pool3.as_ref().unwrap(), ds.pool3.as_ref().unwrap(), 3, 10_000).unwrap();
+    assert_eq!(m.precision_recall.unwrap(), pr);
+    let k = kid(dr.pool3.as_ref().unwrap(), ds.pool3.as_ref().unwrap(), &KidConfig::default()).unwrap();
+    assert!((m.kid.unwrap().mean - k.mean).abs() <= 1e-9 * k.mean.abs().max(1.0));
+    assert_eq!((m.samples, m.reference_images), (5, 5));
+    assert!(m.fid > 0.0 && m.sfid.unwrap() > 0.0);
+
+    // A statistics-only reference: IS, FID and sFID, no precision/recall or KID.
+    let m2 = adm_metrics(&s, &r.stats, None).unwrap();
+    assert_eq!(m2.fid, m.fid);
+    assert!(m2.precision_recall.is_none() && m2.kid.is_none());
+}
