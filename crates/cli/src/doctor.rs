@@ -8,17 +8,9 @@ use anyhow::Result;
 /// Folder of the libtorch this binary was linked against (baked in at build time).
 const LIBTORCH_LIB: Option<&str> = option_env!("DITBENCH_LIBTORCH_LIB");
 
-/// Where downloaded or imported weights live: $DITBENCH_HOME, else
-/// $XDG_CACHE_HOME/ditbench, else ~/.cache/ditbench.
+/// Where imported weights live: `<cache>/weights` (see `ditbench_eval::cache_dir`).
 pub fn weights_dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("DITBENCH_HOME") {
-        return PathBuf::from(h).join("weights");
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("ditbench").join("weights")
+    ditbench_eval::cache_dir().join("weights")
 }
 
 /// The loaded libtorch's version, read from the `torch/version.py` beside it, or from

@@ -70,16 +70,7 @@ const INPUT_SIZE: i64 = 299;
 /// `$DITBENCH_CACHE/weights/pt_inception-2015-12-05.safetensors`, the cache defaulting to
 /// `~/.cache/ditbench`.
 pub fn default_weights_path() -> PathBuf {
-    let cache = match std::env::var_os("DITBENCH_CACHE") {
-        Some(c) if !c.is_empty() => PathBuf::from(c),
-        _ => {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| ".".into());
-            home.join(".cache").join("ditbench")
-        }
-    };
-    cache.join("weights").join(WEIGHTS_FILE)
+    crate::cache_dir().join("weights").join(WEIGHTS_FILE)
 }
 
 /// One BasicConv2d (conv without bias, BatchNorm, ReLU) of the architecture.

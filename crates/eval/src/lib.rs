@@ -25,3 +25,13 @@ pub mod stats;
 
 pub use error::EvalError;
 pub use extractor::FeatureExtractor;
+
+/// ditbench's cache folder (feature networks, imported weights, the shared build and
+/// venv): `$DITBENCH_CACHE`, else `~/.cache/ditbench`. The one definition every crate
+/// and the justfile use.
+pub fn cache_dir() -> std::path::PathBuf {
+    match std::env::var_os("DITBENCH_CACHE") {
+        Some(c) if !c.is_empty() => std::path::PathBuf::from(c),
+        _ => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache").join("ditbench"),
+    }
+}

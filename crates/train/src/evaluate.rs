@@ -6,8 +6,6 @@
 //! trained once on the real images of the built-in dataset (cached), and the number is
 //! stored as `FD_<extractor name>`, never as FID.
 
-use std::path::PathBuf;
-
 use ditbench_data::Dataset;
 use ditbench_diffusion::{GaussianDiffusion, Sampler as Reverse};
 
@@ -23,14 +21,6 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::step_seed;
 use crate::TrainError;
-
-/// The cache of feature networks and weights: $DITBENCH_CACHE or ~/.cache/ditbench.
-pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("DITBENCH_CACHE") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache/ditbench"),
-    }
-}
 
 /// One evaluation's result, with everything needed to say what it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,14 +72,10 @@ impl Evaluator {
                     )));
                 }
                 let opts = ExtractorOptions::for_size(cfg.data.image_size);
-                let mut last = String::new();
-                let x = BuiltinExtractor::cached(&cache_dir().join("extractors"), &opts, |p| {
-                    let line = format!("{p:?}");
-                    if line != last {
-                        last = line;
-                    }
-                })
-                .map_err(eval_err)?;
+                // Trained once per image size (seconds) and cached; its accuracy is logged
+                // below, its per-step progress is not worth a line each.
+                let x = BuiltinExtractor::cached(&ditbench_eval::cache_dir().join("extractors"), &opts, |_| {})
+                    .map_err(eval_err)?;
                 log(&format!(
                     "feature network {} (held-out accuracy {:.3})",
                     x.name(),
