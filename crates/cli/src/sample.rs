@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use ditbench_model::CfgMode;
 use ditbench_track::Store;
 use ditbench_train::sample::{find_checkpoint, load_ema, sample_to_archive, SampleSpec};
-use ditbench_train::RunConfig;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
@@ -53,11 +52,7 @@ pub fn run(store_path: &Path, a: &SampleArgs) -> Result<()> {
         s => anyhow::bail!("--sampler `{s}`: valid samplers are ddpm, ddim"),
     };
     let store = Store::open_read_only(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
-    let rec = store.run(&a.run)?;
-    let dir = store.run_dir(&rec.sweep, &rec.id);
-    let cfg_path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
-    let cfg = RunConfig::from_toml(text.split("\n[provenance]\n").next().unwrap_or(&text)).map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
+    let (cfg, dir) = ditbench_train::run::registered_config(&store, &a.run)?;
     let (step, ckpt) = find_checkpoint(&dir, a.step)?;
     let device = ditbench_train::run::pick_device(&a.device)?;
     let model = load_ema(&ckpt, &cfg.model, device)?;

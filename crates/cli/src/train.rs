@@ -152,13 +152,7 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
 pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
     let store = Store::open(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
     let cfg = match (&a.run, &a.config, &a.model) {
-        (Some(id), _, _) => {
-            let rec = store.run(id)?;
-            let path = store.run_dir(&rec.sweep, id).join("config.toml");
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let text = text.split("\n[provenance]\n").next().unwrap_or(&text);
-            RunConfig::from_toml(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-        }
+        (Some(id), _, _) => run::registered_config(&store, id)?.0,
         (None, Some(path), _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             RunConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?

@@ -169,6 +169,9 @@ fn default_eval_batch() -> usize {
     100
 }
 
+/// The section training appends to a run's `config.toml`.
+pub const PROVENANCE_HEADER: &str = "\n[provenance]\n";
+
 /// A complete run: identity, model, data and recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +265,12 @@ impl RunConfig {
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("run config serialises")
+    }
+
+    /// Reads a run folder's `config.toml`: the config, without the `[provenance]` section
+    /// that training appends (where the code and machine came from, not part of the run).
+    pub fn from_config_file(text: &str) -> Result<Self, String> {
+        Self::from_toml(text.split(PROVENANCE_HEADER).next().unwrap_or(text))
     }
 
     pub fn from_toml(text: &str) -> Result<Self, String> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ditbench_data::{Builtin, Cursor, Dataset, ImageFolder, ImageFolderOptions, Loader, LoaderConfig, Sampler, SamplerConfig};
-use ditbench_diffusion::{GaussianDiffusion, Sampler as Reverse};
+use ditbench_diffusion::GaussianDiffusion;
 use ditbench_model::Model;
 use ditbench_track::{RunSpec, Status, StatusChange, Store};
 use tch::{Device, Kind, Tensor};
@@ -75,6 +75,16 @@ pub fn install_stop_flag() -> Result<Arc<AtomicBool>, TrainError> {
             .map_err(|e| TrainError::Io { path: PathBuf::from("<signal>"), source: e })?;
     }
     Ok(flag)
+}
+
+/// The resolved config of a registered run and its folder (`<store>/<sweep>/<id>`).
+pub fn registered_config(store: &Store, run_id: &str) -> Result<(RunConfig, PathBuf), TrainError> {
+    let rec = store.run(run_id)?;
+    let dir = store.run_dir(&rec.sweep, &rec.id);
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Io { path: path.clone(), source: e })?;
+    let cfg = RunConfig::from_config_file(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    Ok((cfg, dir))
 }
 
 pub fn pick_device(spec: &str) -> Result<Device, TrainError> {
@@ -174,7 +184,7 @@ pub fn train(
         git_dirty: Some(provenance.git_dirty),
     })?;
     let run_dir = store.run_dir(&cfg.sweep, &cfg.run_id);
-    let config_text = format!("{}\n[provenance]\n{}", cfg.to_toml(), provenance.to_toml(device));
+    let config_text = format!("{}{}{}", cfg.to_toml(), crate::config::PROVENANCE_HEADER, provenance.to_toml(device));
     store.write_config(&cfg.run_id, &config_text)?;
     store.set_params(
         &cfg.run_id,
@@ -440,10 +450,8 @@ pub fn sample_grid(run_dir: &Path, ema: &Model, cfg: &RunConfig, step: u64, devi
     let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
     let y = Tensor::arange(classes, (Kind::Int64, device)).repeat_interleave_self_int(per_class, 0, None);
     let diffusion = GaussianDiffusion::dit(&cfg.train.grid_sampling)?;
-    let sampler = if cfg.train.grid_sampling.starts_with("ddim") { Reverse::Ddim { eta: 0.0 } } else { Reverse::Ddpm };
-    let model_fn = |x: &Tensor, t: &Tensor, y: &Tensor| ema.dit.forward(x, t, y);
-    let mut noise = |x: &Tensor| x.randn_like();
-    let x = diffusion.sample_loop(&model_fn, z, &y, sampler, true, &mut noise, &mut |_, _| {})?;
+    let sampler = crate::sample::sampler_for(&cfg.train.grid_sampling);
+    let x = crate::sample::sample_batch(ema, &diffusion, sampler, z, &y, 1.0, ditbench_model::CfgMode::Paper)?;
     let pixels = Vec::<f32>::try_from(x.to_device(Device::Cpu).clamp(-1.0, 1.0).flatten(0, -1))?;
     let shape = [n as usize, mc.in_channels as usize, mc.input_size as usize, mc.input_size as usize];
     let path = run_dir.join("samples").join(format!("{step:07}.png"));

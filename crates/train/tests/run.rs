@@ -84,7 +84,7 @@ fn a_run_records_config_metrics_checkpoints_and_samples() {
     let text = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
     assert!(text.contains("[provenance]") && text.contains("run_id = \"tiny-run\""), "{text}");
     // The config in the folder is complete enough to rerun the run.
-    let again = RunConfig::from_toml(text.split("\n[provenance]\n").next().unwrap()).unwrap();
+    let again = RunConfig::from_config_file(&text).unwrap();
     assert_eq!(again, cfg);
     let data = read_run(&run_dir).unwrap();
     let loss_steps: Vec<i64> = data.metrics.step.iter().zip(&data.metrics.name).filter(|(_, n)| *n == "loss").map(|(s, _)| *s).collect();
