@@ -44,9 +44,12 @@ impl Acc {
     fn push(&mut self, net: &InceptionFid, nhwc: &Tensor) -> Result<(), EvalError> {
         let want = Want { pool3: true, logits: false, spatial: true, mixed_6e: false };
         let f = net.forward_uint8_nhwc(nhwc, want)?;
-        self.pool.push(f.pool3.as_ref().expect("pool3 wanted"))?;
-        self.spatial.push(f.spatial.as_ref().expect("spatial wanted"))?;
-        self.images += nhwc.size()[0] as usize;
+        self.add(f.pool3.as_ref().expect("pool3 wanted"), f.spatial.as_ref().expect("spatial wanted"))
+    }
+    fn add(&mut self, pool3: &Tensor, spatial: &Tensor) -> Result<(), EvalError> {
+        self.pool.push(pool3)?;
+        self.spatial.push(spatial)?;
+        self.images += pool3.size()[0] as usize;
         Ok(())
     }
     fn finish(self, what: &Path) -> Result<FidStats, EvalError> {
@@ -57,14 +60,18 @@ impl Acc {
     }
 }
 
-/// Statistics of an ADM-format sample archive (`arr_0`: uint8 N×H×W×3), streamed in
-/// batches of `batch` images.
-pub fn archive_stats(path: &Path, net: &InceptionFid, batch: usize, progress: &mut dyn FnMut(usize)) -> Result<FidStats, EvalError> {
+/// Streams `arr_0` of an archive (uint8 N×H×W×3) in batches of `batch` images, as
+/// tensors on `device`, checking dtype and shape.
+fn for_each_image_batch(
+    path: &Path,
+    batch: usize,
+    device: tch::Device,
+    mut f: impl FnMut(&Tensor) -> Result<(), EvalError>,
+) -> Result<(), EvalError> {
     let mut r = NpzReader::open(path)?;
     if !r.contains("arr_0") {
         return Err(bad(path, format!("no `arr_0` (uint8 N×H×W×3 images); keys: {:?}", r.keys())));
     }
-    let mut acc = Acc::new();
     r.for_each_rows("arr_0", batch.max(1), |a| {
         let NpyData::U8(bytes) = &a.data else {
             return Err(bad(path, format!("arr_0 has dtype {:?}; expected uint8 images", a.dtype())));
@@ -73,8 +80,17 @@ pub fn archive_stats(path: &Path, net: &InceptionFid, batch: usize, progress: &m
             return Err(bad(path, format!("arr_0 has shape {:?}; expected N×H×W×3", a.shape)));
         }
         let shape: Vec<i64> = a.shape.iter().map(|&v| v as i64).collect();
-        let t = Tensor::from_slice(bytes).reshape(&shape).to_device(net.device());
-        acc.push(net, &t)?;
+        f(&Tensor::from_slice(bytes).reshape(&shape).to_device(device))
+    })?;
+    Ok(())
+}
+
+/// Statistics of an ADM-format sample archive (`arr_0`: uint8 N×H×W×3), streamed in
+/// batches of `batch` images.
+pub fn archive_stats(path: &Path, net: &InceptionFid, batch: usize, progress: &mut dyn FnMut(usize)) -> Result<FidStats, EvalError> {
+    let mut acc = Acc::new();
+    for_each_image_batch(path, batch, net.device(), |t| {
+        acc.push(net, t)?;
         progress(acc.images);
         Ok(())
     })?;
@@ -191,26 +207,12 @@ pub struct ArchiveFeatures {
 
 /// Features of every image of an archive (`arr_0`), streamed through the network.
 pub fn archive_features(path: &Path, net: &InceptionFid, batch: usize, progress: &mut dyn FnMut(usize)) -> Result<ArchiveFeatures, EvalError> {
-    let mut r = NpzReader::open(path)?;
-    if !r.contains("arr_0") {
-        return Err(bad(path, format!("no `arr_0` (uint8 N×H×W×3 images); keys: {:?}", r.keys())));
-    }
     let mut acc = Acc::new();
     let (mut pool, mut probs) = (vec![], vec![]);
-    r.for_each_rows("arr_0", batch.max(1), |a| {
-        let NpyData::U8(bytes) = &a.data else {
-            return Err(bad(path, format!("arr_0 has dtype {:?}; expected uint8 images", a.dtype())));
-        };
-        if a.shape.len() != 4 || a.shape[3] != 3 {
-            return Err(bad(path, format!("arr_0 has shape {:?}; expected N×H×W×3", a.shape)));
-        }
-        let shape: Vec<i64> = a.shape.iter().map(|&v| v as i64).collect();
-        let t = Tensor::from_slice(bytes).reshape(&shape).to_device(net.device());
-        let f = net.forward_uint8_nhwc(&t, Want { pool3: true, logits: true, spatial: true, mixed_6e: false })?;
+    for_each_image_batch(path, batch, net.device(), |t| {
+        let f = net.forward_uint8_nhwc(t, Want { pool3: true, logits: true, spatial: true, mixed_6e: false })?;
         let p3 = f.pool3.expect("pool3 wanted");
-        acc.pool.push(&p3)?;
-        acc.spatial.push(f.spatial.as_ref().expect("spatial wanted"))?;
-        acc.images += shape[0] as usize;
+        acc.add(&p3, f.spatial.as_ref().expect("spatial wanted"))?;
         // ADM: softmax of pool3 · Wᵀ without the bias, over all 1008 classes.
         probs.push(f.logits_unbiased.expect("logits wanted").softmax(1, tch::Kind::Float));
         pool.push(p3);
