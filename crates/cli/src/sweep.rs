@@ -280,11 +280,10 @@ fn launch(store_path: &Path, a: &LaunchArgs, select: Select, verb: &str) -> Resu
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGUSR1] {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
-    write_launcher_pid(store_path, &reg.sweep)?;
+    let _pid = ditbench_sweep::local::LauncherPid::acquire(store_path, &reg.sweep)?;
     let mut printer = Printer { total: todo.len(), done: 0 };
     let started = std::time::Instant::now();
     let summary = run_local(&store, todo, &opts, &stop, &mut printer);
-    let _ = std::fs::remove_file(launcher_pid_path(store_path, &reg.sweep));
     let summary = summary?;
     println!(
         "sweep {}: {} finished, {} preempted, {} failed, {} not started ({:.0} s)",
@@ -300,22 +299,6 @@ fn launch(store_path: &Path, a: &LaunchArgs, select: Select, verb: &str) -> Resu
         return Ok(ditbench_sweep::local::EXIT_PREEMPTED);
     }
     Ok(if summary.failed.is_empty() { 0 } else { 1 })
-}
-
-fn launcher_pid_path(store: &Path, sweep: &str) -> PathBuf {
-    store.join(sweep).join("launcher.pid")
-}
-
-fn write_launcher_pid(store: &Path, sweep: &str) -> Result<()> {
-    let p = launcher_pid_path(store, sweep);
-    if let Ok(old) = std::fs::read_to_string(&p) {
-        if let Ok(pid) = old.trim().parse::<u32>() {
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                bail!("sweep `{sweep}` already has a launcher running (pid {pid}); stop it with `ditbench sweep cancel` or wait");
-            }
-        }
-    }
-    std::fs::write(&p, std::process::id().to_string()).with_context(|| format!("writing {}", p.display()))
 }
 
 fn fmt_opt(v: Option<f64>, prec: usize) -> String {
@@ -389,16 +372,9 @@ fn run_cancel(store_path: &Path, spec_path: &Path) -> Result<()> {
             eprintln!("still in the queue after 600 s: {}; their runs may end as preempted", left.join(", "));
         }
     }
-    let pid_path = launcher_pid_path(store_path, &spec.name);
-    if let Ok(pid) = std::fs::read_to_string(&pid_path).unwrap_or_default().trim().parse::<i32>() {
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("stopping the local launcher (pid {pid}); its runs checkpoint first");
-            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-            let t0 = std::time::Instant::now();
-            while Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed().as_secs() < 600 {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
-        }
+    eprintln!("stopping the local launcher, if one runs; its runs checkpoint first");
+    if let Some(pid) = ditbench_sweep::local::stop_launcher(store_path, &spec.name, std::time::Duration::from_secs(600)) {
+        eprintln!("local launcher (pid {pid}) stopped");
     }
     let runs = spec.expand()?;
     let done = state::cancel(&store, &runs)?;

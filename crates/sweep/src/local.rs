@@ -225,3 +225,53 @@ pub fn run_local(
     summary.not_started = queue.into_iter().map(|(r, _)| r.config.run_id).collect();
     Ok(summary)
 }
+
+/// The running local launcher of a sweep, announced in `<store>/<sweep>/launcher.pid`
+/// so that `sweep cancel` can find it and a second launcher is refused. The file goes
+/// when this is dropped; a file left by a killed launcher names a dead pid and is taken
+/// over.
+#[derive(Debug)]
+pub struct LauncherPid {
+    path: PathBuf,
+}
+
+fn launcher_pid_path(store: &std::path::Path, sweep: &str) -> PathBuf {
+    store.join(sweep).join("launcher.pid")
+}
+
+fn live_launcher(path: &std::path::Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+impl LauncherPid {
+    pub fn acquire(store: &std::path::Path, sweep: &str) -> Result<Self, SweepError> {
+        let path = launcher_pid_path(store, sweep);
+        if let Some(pid) = live_launcher(&path) {
+            return Err(SweepError::Refused(format!(
+                "sweep `{sweep}` already has a launcher running (pid {pid}); stop it with `ditbench sweep cancel` or wait"
+            )));
+        }
+        std::fs::write(&path, std::process::id().to_string())
+            .map_err(|e| SweepError::Io { path: path.display().to_string(), source: e })?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for LauncherPid {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Asks the sweep's running local launcher (if any) to stop, and waits up to `timeout`
+/// for it to exit (its runs checkpoint first). Returns its pid when there was one.
+pub fn stop_launcher(store: &std::path::Path, sweep: &str, timeout: Duration) -> Option<u32> {
+    let pid = live_launcher(&launcher_pid_path(store, sweep))?;
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let t0 = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Some(pid)
+}

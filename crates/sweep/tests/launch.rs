@@ -172,3 +172,22 @@ fn a_gpu_that_does_not_exist_is_refused_before_anything_starts() {
     // Either nvidia-smi is missing or the machine has fewer than 8 GPUs.
     assert!(err.contains("nvidia-smi") || err.contains("GPU index 7 does not exist"), "{err}");
 }
+
+#[test]
+fn one_launcher_per_sweep_and_a_dead_ones_pid_file_is_taken_over() {
+    use ditbench_sweep::local::{stop_launcher, LauncherPid};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("s")).unwrap();
+    let held = LauncherPid::acquire(dir.path(), "s").unwrap();
+    let err = LauncherPid::acquire(dir.path(), "s").unwrap_err().to_string();
+    assert!(err.contains("already has a launcher running") && err.contains(&std::process::id().to_string()), "{err}");
+    drop(held);
+    assert!(!dir.path().join("s/launcher.pid").exists());
+    // A pid file left by a killed launcher (a pid that no longer runs) is not a launcher.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    std::fs::write(dir.path().join("s/launcher.pid"), pid.to_string()).unwrap();
+    assert_eq!(stop_launcher(dir.path(), "s", std::time::Duration::from_secs(1)), None);
+    let _again = LauncherPid::acquire(dir.path(), "s").unwrap();
+}
