@@ -83,8 +83,9 @@ bench-store: setup
     rm -rf "$CARGO_TARGET_DIR/bench" && mkdir -p "$CARGO_TARGET_DIR/bench"
     cargo run --locked --release -p ditbench-track --example log_bench -- --dir "$CARGO_TARGET_DIR/bench/store" --json "$CARGO_TARGET_DIR/bench/log.json"
     cargo run --locked --release -p ditbench-track --example log_bench -- --writers 4 --json "$CARGO_TARGET_DIR/bench/log4.json"
+    cargo run --locked --release -p ditbench-track --example log_bench -- --durability machine --json "$CARGO_TARGET_DIR/bench/log-machine.json"
     cargo run --locked -p ditbench-query --example store_bench -- --queries-only --dir "$CARGO_TARGET_DIR/bench/store" --json "$CARGO_TARGET_DIR/bench/query.json"
-    .venv/bin/python scripts/bench/mlflow_bench.py --runs 20 --query-runs 1000 --ditbench-json "$CARGO_TARGET_DIR/bench/log.json" --ditbench-json "$CARGO_TARGET_DIR/bench/query.json"
+    .venv/bin/python scripts/bench/mlflow_bench.py --runs 20 --query-runs 1000 --ditbench-json "$CARGO_TARGET_DIR/bench/log.json" --ditbench-json "$CARGO_TARGET_DIR/bench/log4.json" --ditbench-json "$CARGO_TARGET_DIR/bench/log-machine.json" --ditbench-json "$CARGO_TARGET_DIR/bench/query.json"
 
 # Regenerate the PyTorch reference fixtures (only when the reference scripts change).
 fixtures: setup

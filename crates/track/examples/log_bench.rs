@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p ditbench-track --example log_bench -- --dir DIR [--runs 1000]
 //!     [--steps 1000] [--metrics 4] [--flush-every 100] [--eval-every 250] [--writers 1]
-//!     [--json FILE]
+//!     [--durability process|machine] [--json FILE]
 //! ```
 //!
 //! `--eval-every 0` logs no eval rows. `--writers N` logs the runs from N threads at
@@ -12,7 +12,9 @@
 //! training processes would; the default is one run after another.
 //!
 //! Each run is registered (with params), set running, logs `metrics` points per step
-//! through a MetricWriter that flushes (fsync) every `flush-every` steps plus an FID
+//! through a MetricWriter that flushes every `flush-every` steps (with `--durability
+//! machine`, each flush also fsyncs; the default hands the rows to the OS and fsyncs
+//! at close, see `ditbench_track::Durability`) plus an FID
 //! eval row every `eval-every` steps, is closed (compaction to Parquet, summaries) and
 //! set finished; one run after another, in one process. The wall time covers all of
 //! it; points/s counts metric points. The store it leaves is the one the query
@@ -22,7 +24,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ditbench_track::{EvalRow, RunSpec, Status, StatusChange, Store};
+use ditbench_track::{Durability, EvalRow, RunSpec, Status, StatusChange, Store};
 
 const MODELS: [(&str, i64); 12] = [
     ("DiT-S", 2),
@@ -54,6 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (1000usize, 1000i64, 4usize, 100i64, 250i64);
     let (mut dir, mut json): (Option<PathBuf>, Option<PathBuf>) = (None, None);
     let mut writers = 1usize;
+    let mut durability = Durability::Process;
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
         let v = pair.get(1).cloned().unwrap_or_default();
@@ -66,6 +69,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--dir" => dir = Some(v.into()),
             "--json" => json = Some(v.into()),
             "--writers" => writers = v.parse()?,
+            "--durability" => {
+                durability = match v.as_str() {
+                    "process" => Durability::Process,
+                    "machine" => Durability::Machine,
+                    _ => return Err(format!("--durability {v}: expected process or machine").into()),
+                }
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -94,6 +104,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics,
         flush_every,
         eval_every,
+        durability,
     };
     std::thread::scope(|scope| -> Result<(), String> {
         let handles: Vec<_> = (0..writers)
@@ -120,7 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let points = runs as f64 * steps as f64 * metrics as f64;
     println!(
         "logging: {runs} runs x {steps} steps x {metrics} metrics (+{evals} eval rows), flush every {flush_every} steps, \
-         {writers} writer(s): {secs:.2} s, {:.0} points/s",
+         {writers} writer(s), durability {durability:?}: {secs:.2} s, {:.0} points/s",
         points / secs
     );
     if let Some(j) = json {
@@ -128,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             j,
             format!(
                 "{{\"runs\": {runs}, \"writers\": {writers}, \"eval_rows\": {evals}, \"steps\": {steps}, \"metrics\": {metrics}, \"flush_every\": {flush_every}, \
-                 \"log_seconds\": {secs:.3}, \"points_per_s\": {:.0}}}\n",
+                 \"durability\": \"{durability:?}\", \"log_seconds\": {secs:.3}, \"points_per_s\": {:.0}}}\n",
                 points / secs
             ),
         )?;
@@ -137,6 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 struct Cfg {
+    durability: Durability,
     steps: i64,
     metrics: usize,
     flush_every: i64,
@@ -163,7 +175,7 @@ fn log_run(store: &Store, r: usize, c: &Cfg) -> ditbench_track::Result<usize> {
         ],
     )?;
     store.set_status(&id, &StatusChange::new(Status::Running))?;
-    let mut w = store.metric_writer(&id)?;
+    let mut w = store.metric_writer(&id)?.with_durability(c.durability);
     let mut evals = 0;
     for step in 0..c.steps {
         let t = 1.7e9 + step as f64;

@@ -30,7 +30,7 @@
 //! let mut w = store.metric_writer("DiT-S-2-s0")?;  // takes the run's lock, recovers a crash
 //! for step in 0..1000 {
 //!     w.log(step, "loss", 0.1)?;                   // buffered
-//!     if step % 100 == 99 { w.flush()?; }          // durable from here on
+//!     if step % 100 == 99 { w.flush()?; }          // survives a kill -9 from here on
 //! }
 //! w.log_eval(&EvalRow { step: 1000, wall_time: 0.0, metric: "fid".into(), value: 68.4,
 //!     num_samples: 50_000, cfg_scale: 1.0, sampler: "ddpm".into(), sampling_steps: 250,
@@ -42,10 +42,16 @@
 //!
 //! ## Guarantees
 //!
-//! * **Flushed means durable.** [`MetricWriter::flush`] appends one Arrow IPC record
-//!   batch per table and fsyncs; a kill -9 or power loss after it returns loses none of
-//!   those rows. A kill during a flush leaves a truncated trailing message, which
-//!   readers ignore (they keep every complete batch before it): never a partial row.
+//! * **Flushed means safe from the process dying.** [`MetricWriter::flush`] appends one
+//!   Arrow IPC record batch per table; a kill -9, OOM kill or panic after it returns
+//!   loses none of those rows. A kill during a flush leaves a truncated trailing
+//!   message, which readers ignore (they keep every complete batch before it): never a
+//!   partial row.
+//! * **Synced means safe from the machine dying.** [`MetricWriter::sync`] (the trainer
+//!   calls it with every checkpoint) and [`MetricWriter::close`] fsync; with
+//!   [`Durability::Machine`] every flush does. The default, [`Durability::Process`], is
+//!   the registry's own rule below, and what makes logging cheap: a power loss can only
+//!   drop rows newer than the last checkpoint, which a resume recomputes anyway.
 //! * **Compaction is atomic and idempotent.** Parquet files are written to a temporary
 //!   file, fsynced and renamed; each records the highest segment number it contains, so
 //!   a crash at any point neither loses nor duplicates rows. A writer opened on a run
@@ -85,4 +91,4 @@ pub use types::{
     now, EvalRow, Event, MetricPoint, ParamValue, RunRecord, RunSpec, Source, Status, StatusChange,
     Summary,
 };
-pub use writer::{CloseReport, MetricWriter, LOCK_FILE, SEGMENT_ROTATE_BYTES};
+pub use writer::{CloseReport, Durability, MetricWriter, LOCK_FILE, SEGMENT_ROTATE_BYTES};

@@ -29,6 +29,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{sync_dir, temp_sibling};
@@ -748,14 +749,22 @@ fn write_parquet_tmp(
         path: path.to_path_buf(),
         source,
     };
-    let props = WriterProperties::builder()
+    let schema = table.parquet_schema();
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_key_value_metadata(Some(vec![KeyValue::new(
             COVERED_KEY.to_string(),
             covered.to_string(),
-        )]))
-        .build();
-    let schema = table.parquet_schema();
+        )]));
+    // Dictionaries pay off for the repeated strings (run id, metric name, sampler) and
+    // not for steps, times and values, which are nearly all distinct: hashing every one
+    // of them into a dictionary that is then abandoned was a fifth of compaction.
+    for f in schema.fields() {
+        if f.data_type() != &DataType::Utf8 {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+        }
+    }
+    let props = props.build();
     {
         let file = File::create(&tmp).ctx("create", &tmp)?;
         let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(pq)?;

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{
     params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
@@ -127,11 +128,15 @@ pub struct ParamRow {
 
 /// An open run store: the registry connection plus the store directory.
 ///
-/// A `Store` is one SQLite connection; open one per thread or process. All writes are
-/// short `BEGIN IMMEDIATE` transactions, so many processes can share one store.
+/// A `Store` is one SQLite connection, shared by its clones (a run's metric writer uses
+/// its store's: opening a connection cost more than the rest of a short run's
+/// registry work). Threads that write at the same time should each open their own.
+/// All writes are short `BEGIN IMMEDIATE` transactions, so many processes can share
+/// one store.
+#[derive(Clone)]
 pub struct Store {
     root: PathBuf,
-    conn: Connection,
+    conn: Arc<Mutex<Connection>>,
     read_only: bool,
 }
 
@@ -142,6 +147,10 @@ impl std::fmt::Debug for Store {
             .field("read_only", &self.read_only)
             .finish()
     }
+}
+
+fn begin(conn: &Connection) -> rusqlite::Result<Transaction<'_>> {
+    Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -183,7 +192,7 @@ impl Store {
         )?;
         let store = Store {
             root,
-            conn,
+            conn: Arc::new(Mutex::new(conn)),
             read_only: false,
         };
         store.configure().map_err(|e| store.classify(e))?;
@@ -207,10 +216,10 @@ impl Store {
         )?;
         let store = Store {
             root,
-            conn,
+            conn: Arc::new(Mutex::new(conn)),
             read_only: true,
         };
-        store.conn.busy_timeout(BUSY_TIMEOUT)?;
+        store.conn().busy_timeout(BUSY_TIMEOUT)?;
         let version = store.schema_version().map_err(|e| store.classify(e))?;
         if version > SCHEMA_VERSION {
             return Err(Error::SchemaTooNew {
@@ -269,14 +278,12 @@ impl Store {
     }
 
     fn configure(&self) -> rusqlite::Result<()> {
-        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        self.conn().busy_timeout(BUSY_TIMEOUT)?;
         // Switching to WAL takes an exclusive lock for a moment; when many processes
         // open a fresh store at once it can report busy before the busy handler runs.
         let mut tries = 0;
         loop {
-            match self
-                .conn
-                .query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            match self.conn().query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
             {
                 Ok(_) => break,
                 Err(e) if is_busy(&e) && tries < 600 => {
@@ -288,13 +295,13 @@ impl Store {
         }
         // WAL + NORMAL: a commit survives any process crash (kill -9); the registry is
         // never corrupted by power loss, though the newest commits may be rolled back then.
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        self.conn().pragma_update(None, "synchronous", "NORMAL")?;
+        self.conn().pragma_update(None, "foreign_keys", "ON")?;
         Ok(())
     }
 
     fn schema_version(&self) -> rusqlite::Result<i64> {
-        let has_table: bool = self.conn.query_row(
+        let has_table: bool = self.conn().query_row(
             "SELECT count(*) > 0 FROM sqlite_master WHERE type='table' AND name='schema_version'",
             [],
             |r| r.get(0),
@@ -302,7 +309,7 @@ impl Store {
         if !has_table {
             return Ok(0);
         }
-        self.conn.query_row(
+        self.conn().query_row(
             "SELECT coalesce(max(version), 0) FROM schema_version",
             [],
             |r| r.get(0),
@@ -321,7 +328,8 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        let tx = self.begin().map_err(|e| self.classify(e))?;
+        let conn = self.conn();
+        let tx = begin(&conn).map_err(|e| self.classify(e))?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_version (
                 version    INTEGER PRIMARY KEY,
@@ -355,15 +363,15 @@ impl Store {
         Ok(())
     }
 
-    fn begin(&self) -> rusqlite::Result<Transaction<'_>> {
-        Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+    /// The connection. A poisoned lock is taken over: SQLite rolls back whatever
+    /// transaction the panicking thread left open when its `Transaction` dropped.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `PRAGMA integrity_check`: `"ok"` for a healthy registry.
     pub fn integrity_check(&self) -> Result<String> {
-        let rows: Vec<String> = self
-            .conn
-            .prepare("PRAGMA integrity_check")?
+        let rows: Vec<String> = self.conn().prepare("PRAGMA integrity_check")?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows.join("\n"))
@@ -381,7 +389,7 @@ impl Store {
                 crate::fsutil::write_atomic(&frozen, spec.as_bytes())?;
             }
         }
-        self.conn.execute(
+        self.conn().execute(
             "INSERT INTO sweeps (name, created_at, spec) VALUES (?1, ?2, ?3) ON CONFLICT(name) DO NOTHING",
             params![name, now(), spec],
         )?;
@@ -390,9 +398,8 @@ impl Store {
 
     /// All sweeps, by name.
     pub fn sweeps(&self) -> Result<Vec<SweepRecord>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT name, created_at, spec FROM sweeps ORDER BY name")?;
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT name, created_at, spec FROM sweeps ORDER BY name")?;
         let rows = st
             .query_map([], |r| {
                 Ok(SweepRecord {
@@ -411,7 +418,8 @@ impl Store {
     pub fn register_run(&self, spec: &RunSpec) -> Result<bool> {
         validate_id("run id", &spec.id)?;
         validate_id("sweep name", &spec.sweep)?;
-        let tx = self.begin()?;
+        let conn = self.conn();
+        let tx = begin(&conn)?;
         let sweep_exists: bool = tx.query_row(
             "SELECT count(*) > 0 FROM sweeps WHERE name = ?1",
             [&spec.sweep],
@@ -469,7 +477,8 @@ impl Store {
     /// `failed`/`preempted`/`cancelled` store the message as the run's error.
     pub fn set_status(&self, run_id: &str, change: &StatusChange) -> Result<i64> {
         validate_id("run id", run_id)?;
-        let tx = self.begin()?;
+        let conn = self.conn();
+        let tx = begin(&conn)?;
         let attempt: Option<i64> = tx
             .query_row("SELECT attempt FROM runs WHERE id = ?1", [run_id], |r| {
                 r.get(0)
@@ -525,7 +534,8 @@ impl Store {
         params: &[(K, ParamValue)],
     ) -> Result<()> {
         validate_id("run id", run_id)?;
-        let tx = self.begin()?;
+        let conn = self.conn();
+        let tx = begin(&conn)?;
         let exists: bool = tx.query_row(
             "SELECT count(*) > 0 FROM runs WHERE id = ?1",
             [run_id],
@@ -557,7 +567,8 @@ impl Store {
 
     /// Parameters of one run, or of all runs (`None`), ordered by run and key.
     pub fn params(&self, run_id: Option<&str>) -> Result<Vec<ParamRow>> {
-        let mut st = self.conn.prepare(
+        let conn = self.conn();
+        let mut st = conn.prepare(
             "SELECT run_id, key, kind, value FROM params WHERE ?1 IS NULL OR run_id = ?1 ORDER BY run_id, key",
         )?;
         let rows = st
@@ -582,8 +593,7 @@ impl Store {
     /// One run.
     pub fn run(&self, run_id: &str) -> Result<RunRecord> {
         validate_id("run id", run_id)?;
-        self.conn
-            .query_row(
+        self.conn().query_row(
                 &format!("{RUN_COLUMNS} WHERE id = ?1"),
                 [run_id],
                 run_from_row,
@@ -594,7 +604,8 @@ impl Store {
 
     /// All runs, or those of one sweep, ordered by sweep and id.
     pub fn runs(&self, sweep: Option<&str>) -> Result<Vec<RunRecord>> {
-        let mut st = self.conn.prepare(&format!(
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
             "{RUN_COLUMNS} WHERE ?1 IS NULL OR sweep = ?1 ORDER BY sweep, id"
         ))?;
         let rows = st
@@ -605,7 +616,8 @@ impl Store {
 
     /// Status history of one run, or of all runs, in the order it happened.
     pub fn events(&self, run_id: Option<&str>) -> Result<Vec<Event>> {
-        let mut st = self.conn.prepare(
+        let conn = self.conn();
+        let mut st = conn.prepare(
             "SELECT run_id, time, status, attempt, host, message FROM events
              WHERE ?1 IS NULL OR run_id = ?1 ORDER BY seq",
         )?;
@@ -637,7 +649,8 @@ impl Store {
 
     /// Summaries of one run, or of all runs.
     pub fn summaries(&self, run_id: Option<&str>) -> Result<Vec<Summary>> {
-        let mut st = self.conn.prepare(
+        let conn = self.conn();
+        let mut st = conn.prepare(
             "SELECT run_id, metric, source, last, last_step, min, min_step, max, max_step, count
              FROM summaries WHERE ?1 IS NULL OR run_id = ?1 ORDER BY run_id, source DESC, metric",
         )?;
@@ -668,7 +681,8 @@ impl Store {
 
     /// Replaces all summaries of a run (called by [`MetricWriter::close`]).
     pub fn replace_summaries(&self, run_id: &str, summaries: &[Summary]) -> Result<()> {
-        let tx = self.begin()?;
+        let conn = self.conn();
+        let tx = begin(&conn)?;
         tx.execute("DELETE FROM summaries WHERE run_id = ?1", [run_id])?;
         {
             let mut st = tx.prepare(
@@ -711,7 +725,7 @@ impl Store {
     pub fn metric_writer(&self, run_id: &str) -> Result<MetricWriter> {
         let run = self.run(run_id)?;
         let dir = self.run_dir(&run.sweep, &run.id);
-        MetricWriter::open(self.reopen()?, dir, run.id)
+        MetricWriter::open(self.clone(), dir, run.id)
     }
 
     /// Compacts every run that has uncompacted segments and no live writer (runs whose

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ditbench_track::{read_run, RunSpec, Status, StatusChange, Store};
+use ditbench_track::{read_run, Durability, RunSpec, Status, StatusChange, Store};
 
 const METRICS: [&str; 4] = ["loss", "grad_norm", "lr", "throughput"];
 
@@ -79,7 +79,10 @@ fn child(mode: &str, root: &Path, run: &str, seed: u64, secs: f64) -> ditbench_t
     status_changes += 1;
     println!("ACK status {status_changes}");
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut w = store.metric_writer(run)?;
+    // Both durability levels: a kill -9 must lose no flushed row with either (only a
+    // machine crash tells them apart); `sync` is exercised on the way.
+    let durability = if seed % 2 == 0 { Durability::Machine } else { Durability::Process };
+    let mut w = store.metric_writer(run)?.with_durability(durability);
     let mut step = 0i64;
     let mut flushes = 0u64;
     while Instant::now() < deadline {
@@ -90,7 +93,11 @@ fn child(mode: &str, root: &Path, run: &str, seed: u64, secs: f64) -> ditbench_t
             }
             step += 1;
         }
-        w.flush()?;
+        if step % 7 == 0 {
+            w.sync()?;
+        } else {
+            w.flush()?;
+        }
         flushes += 1;
         println!("ACK flushed {}", step - 1);
         if flushes % 3 == 0 {
@@ -110,7 +117,7 @@ fn child(mode: &str, root: &Path, run: &str, seed: u64, secs: f64) -> ditbench_t
         if mode == "kill" && flushes % 5 == 0 {
             // Close (compaction) and reopen, so that kills also land mid-compaction.
             w.close()?;
-            w = store.metric_writer(run)?;
+            w = store.metric_writer(run)?.with_durability(durability);
         }
         if mode == "kill" && rng.below(4) == 0 {
             std::thread::sleep(Duration::from_micros(rng.below(3000)));

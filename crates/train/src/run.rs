@@ -342,6 +342,10 @@ pub fn train(
         }
         if t.ckpt_every > 0 && step % t.ckpt_every == 0 && step < t.steps {
             save_checkpoint(&ckpt_dir, &model, &ema, &opt, cfg, step, &cursor, &mut log, progress)?;
+            // Metrics reach the disk with each checkpoint: after a power loss, the run
+            // resumes from a step whose history is all there (flushes between
+            // checkpoints only guard against the process dying, track::Durability).
+            writer.sync()?;
         }
         if t.sample_every > 0 && step % t.sample_every == 0 && step < t.steps {
             sample_grid(&run_dir, &ema.model, cfg, step, device)?;
