@@ -136,7 +136,8 @@ pub fn read_safetensors(path: &Path) -> Result<WeightFile, ModelError> {
 /// What is wrong between a file's tensors and a model's variables.
 #[derive(Debug, Default)]
 pub struct KeyReport {
-    pub missing: Vec<String>,
+    /// (name, expected shape)
+    pub missing: Vec<(String, Vec<i64>)>,
     pub unexpected: Vec<String>,
     /// (name, expected shape, found shape)
     pub misshaped: Vec<(String, Vec<i64>, Vec<i64>)>,
@@ -147,7 +148,7 @@ impl KeyReport {
         let mut r = KeyReport::default();
         for (name, shape) in expected {
             match found.get(name) {
-                None => r.missing.push(name.clone()),
+                None => r.missing.push((name.clone(), shape.clone())),
                 Some(s) if s != shape => r.misshaped.push((name.clone(), shape.clone(), s.clone())),
                 Some(_) => {}
             }
@@ -174,7 +175,9 @@ impl KeyReport {
         }
         let mut parts = Vec::new();
         if !self.missing.is_empty() {
-            parts.push(format!("missing keys: {}", list(&self.missing)));
+            let v: Vec<String> =
+                self.missing.iter().map(|(n, s)| format!("{n} (shape {s:?})")).collect();
+            parts.push(format!("missing keys: {}", list(&v)));
         }
         if !self.unexpected.is_empty() {
             parts.push(format!("unexpected keys: {}", list(&self.unexpected)));

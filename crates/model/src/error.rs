@@ -6,6 +6,8 @@ pub enum ModelError {
     UnknownModel { name: String, valid: String },
     #[error("invalid DiT config: {0}")]
     InvalidConfig(String),
+    #[error("invalid VAE config: {0}")]
+    InvalidVaeConfig(String),
     #[error("checkpoint {path}: {problem}")]
     Checkpoint { path: String, problem: String },
     #[error(transparent)]

@@ -4,7 +4,8 @@
 //! and weight files (safetensors; import of official PyTorch checkpoints).
 //!
 //! Reading order: [`config`] (presets and counting), [`dit`] (the module),
-//! [`checkpoint`] (weights on disk), [`import`] (official `.pt` files).
+//! [`checkpoint`] (weights on disk), [`import`] (official `.pt` files); [`vae`] is the
+//! Stable Diffusion autoencoder whose latent space DiT is trained in.
 
 pub mod checkpoint;
 /// Configs, presets and counting live in `ditbench-family` (no libtorch).
@@ -13,8 +14,10 @@ pub mod dit;
 pub mod error;
 pub mod import;
 mod model;
+pub mod vae;
 
 pub use config::{presets, ConfigError, DiTConfig, PaperEntry, PAPER_TABLE4};
 pub use dit::{CfgMode, DiT};
 pub use error::ModelError;
 pub use model::Model;
+pub use vae::{Posterior, Vae, VaeConfig};
