@@ -2,6 +2,7 @@
 
 mod doctor;
 mod fid;
+mod latents;
 mod models;
 #[cfg(feature = "query")]
 mod report;
@@ -67,6 +68,9 @@ enum Command {
     /// FID with pytorch-fid's Inception-v3: import its weights, reference statistics of
     /// an image folder or sample archive, FID/sFID between two sets.
     Fid(fid::FidArgs),
+    /// Pre-extracted VAE latents: `latents extract` encodes an ImageFolder once (both
+    /// flips, posterior mean and std), for training with data.kind = "latents".
+    Latents(latents::LatentsArgs),
     /// Sweeps over the DiT family from a spec (sweeps/*.toml): plan, run (local or
     /// Slurm), status, resume, cancel.
     Sweep(sweep::SweepArgs),
@@ -80,6 +84,7 @@ fn main() {
         Command::Import(args) => models::run_import(&args).map(|()| 0),
         Command::Doctor => doctor::run(&store).map(|()| 0),
         Command::Train(args) => train::run_train(&store, &args),
+        Command::Latents(args) => latents::run(&args).map(|()| 0),
         #[cfg(feature = "query")]
         Command::Runs(args) => runs::run(&store, args).map(|()| 0),
         Command::Sweep(args) => sweep::run(&store, args),

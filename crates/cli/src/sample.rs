@@ -66,7 +66,8 @@ pub fn run(store_path: &Path, a: &SampleArgs) -> Result<()> {
         b.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} samples [{elapsed_precise} < {eta_precise}]").expect("valid template"));
         b
     });
-    let path = sample_to_archive(&model, &spec, &a.out, &mut |done, _| {
+    let decoder = ditbench_train::sample::Decoder::for_run(&cfg, device)?;
+    let path = sample_to_archive(&model, &decoder, &spec, &a.out, &mut |done, _| {
         if let Some(b) = &bar {
             b.set_position(done as u64);
         }

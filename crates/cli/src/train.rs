@@ -26,13 +26,15 @@ pub struct TrainArgs {
     /// Train from a run config file (TOML, as written into run folders).
     #[arg(long, conflicts_with = "model")]
     config: Option<std::path::PathBuf>,
-    /// Ad-hoc run: model size and patch (e.g. DiT-S/2) in pixel space on --data.
+    /// Ad-hoc run: model size and patch (e.g. DiT-S/2) on --data (in pixel space, or on
+    /// latents when --data is a latents folder).
     #[arg(long)]
     model: Option<String>,
     /// Override the depth of --model (scaled-down families).
     #[arg(long)]
     depth: Option<i64>,
-    /// "builtin" (procedural, no download) or a folder of class sub-folders.
+    /// "builtin" (procedural, no download), a folder of class sub-folders, or a latents
+    /// folder (`ditbench latents extract`; the model then takes its shape from it).
     #[arg(long, default_value = "builtin")]
     data: String,
     #[arg(long, default_value_t = 32)]
@@ -108,9 +110,23 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
         bail!("--model `{model}`: expected SIZE/PATCH such as DiT-S/2")
     };
     let patch: i64 = patch.parse().with_context(|| format!("--model `{model}`: patch is not a number"))?;
-    let (kind, path) = if a.data == "builtin" { ("builtin", None) } else { ("imagefolder", Some(a.data.clone().into())) };
+    let latents = (a.data != "builtin" && Path::new(&a.data).join(ditbench_data::latents::HEADER_FILE).exists())
+        .then(|| ditbench_data::LatentFolder::open(Path::new(&a.data)))
+        .transpose()?;
+    let (kind, path) = match (&latents, a.data.as_str()) {
+        (Some(_), _) => ("latents", Some(a.data.clone().into())),
+        (None, "builtin") => ("builtin", None),
+        (None, _) => ("imagefolder", Some(a.data.clone().into())),
+    };
     let classes = if kind == "builtin" { ditbench_data::BUILTIN_CLASSES.len() as i64 } else { 0 };
     let mut m = DiTConfig::from_size(size, patch, a.image_size as i64, 3, classes.max(1))?;
+    let mut image_size = a.image_size;
+    if let Some(l) = &latents {
+        // The model's input is what the latents folder holds.
+        let h = l.header();
+        m = DiTConfig::from_size(size, patch, h.latent_size as i64, h.latent_channels as i64, h.classes.len() as i64)?;
+        image_size = h.image_size;
+    }
     if let Some(d) = a.depth {
         m.depth = d;
         m.name = format!("{} (depth {d})", m.name);
@@ -123,7 +139,7 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
         )?;
         m.num_classes = f.class_names().len() as i64;
     }
-    let data = DataConfig { kind: kind.into(), path, image_size: a.image_size, builtin_len: 10_000, workers: 1, random_flip: true };
+    let data = DataConfig { kind: kind.into(), path, image_size, builtin_len: 10_000, workers: 1, random_flip: true, vae: None };
     let train = TrainConfig {
         steps: a.steps,
         batch_size: a.batch_size,

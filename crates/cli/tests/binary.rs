@@ -114,6 +114,52 @@ fn train_then_query_the_store() {
     assert!(csv.contains(",e2e,") && csv.contains("finished"), "{csv}");
 }
 
+/// `latents extract` on a small image folder with the fixture VAE (random weights,
+/// 2× downsampling: crates/model/tests/fixtures/vae), then an ad-hoc run on the latents
+/// that takes its shape (4×8×8, 2 classes) from the folder.
+#[test]
+fn latents_extract_then_train_on_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(images.join(class)).unwrap();
+        for i in 0..3u8 {
+            let img = image::RgbImage::from_fn(20, 18, |x, y| image::Rgb([x as u8 * 9 + i, y as u8 * 7, 40 * i]));
+            img.save(images.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let vae = std::path::Path::new(&manifest).join("../model/tests/fixtures/vae");
+    let latents = tmp.path().join("latents");
+    let out = ditbench()
+        .args(["latents", "extract", "--data"])
+        .arg(&images)
+        .arg("--vae")
+        .arg(&vae)
+        .arg("--out")
+        .arg(&latents)
+        .args(["--image-size", "16", "--batch", "4", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("6 images (0 skipped)") && stdout.contains("4×8×8 latents of 16 px"), "{stdout}");
+
+    let store = tmp.path().join("store");
+    let out = ditbench()
+        .arg("--store")
+        .arg(&store)
+        .args(["train", "--model", "S/4", "--depth", "1", "--steps", "2", "--batch-size", "4", "--device", "cpu"])
+        .args(["--sweep", "lat", "--data"])
+        .arg(&latents)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = walk(&store).into_iter().find(|p| p.ends_with("config.toml")).expect("a run config");
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(text.contains("kind = \"latents\"") && text.contains("in_channels = 4") && text.contains("input_size = 8"), "{text}");
+}
+
 /// The sweep path end to end with the real binary: plan, run (two runs as two processes,
 /// each trained and evaluated by FD), status, a rerun that finds nothing to do, the
 /// report from the store, and a changed spec refused without `--new`.

@@ -13,10 +13,13 @@
 //!   shards, flips from `(seed, epoch, position)`, fixed-size batches, background worker
 //!   threads with bounded prefetch and a deterministic output order, and a [`Cursor`]
 //!   that resumes exactly.
+//! * [`LatentFolder`]: pre-extracted VAE posteriors (both flips, mean and std),
+//!   memory-mapped; written by [`LatentWriter`] (resumable).
 
 mod builtin;
 mod folder;
 mod grid;
+pub mod latents;
 mod loader;
 mod resize;
 mod rng;
@@ -28,6 +31,7 @@ pub use builtin::{Builtin, BUILTIN_CLASSES};
 pub use folder::{BadImage, ImageFolder, ImageFolderOptions, OnBadImage, Verify, IMAGE_EXTENSIONS};
 pub use grid::{grid_rgb8, save_grid_png, save_rgb8_png};
 pub use image;
+pub use latents::{LatentFolder, LatentWriter, LatentsHeader};
 pub use loader::{Batch, Loader, LoaderConfig};
 pub use resize::{center_crop_arr, pil_resize, Filter, PassOrder};
 pub use sampler::{BatchPlan, Cursor, Sampler, SamplerConfig};
@@ -69,6 +73,13 @@ pub trait Dataset: Send + Sync {
     /// Channels of every sample (3: RGB).
     fn channels(&self) -> usize {
         3
+    }
+    /// True when a sample is a VAE posterior rather than an image: `channels()` is then
+    /// twice the latent channels, the mean followed by the standard deviation, and the
+    /// trainer draws `x0 = mean + std · ε` itself (fresh noise at every step, as the
+    /// official code's `latent_dist.sample()`).
+    fn holds_posterior(&self) -> bool {
+        false
     }
     /// Class names; label `i` is `class_names()[i]`. This is the class index a run saves.
     fn class_names(&self) -> &[String];

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// "builtin" (the procedural dataset, no download) or "imagefolder".
+    /// "builtin" (the procedural dataset, no download), "imagefolder", or "latents" (a
+    /// folder made by `ditbench latents extract`).
     pub kind: String,
-    /// Folder for "imagefolder".
+    /// Folder for "imagefolder" and "latents".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// Image side in pixels (the model input in pixel space).
@@ -29,6 +30,10 @@ pub struct DataConfig {
     pub workers: usize,
     #[serde(default = "default_true")]
     pub random_flip: bool,
+    /// For "latents": the VAE that decodes samples (grids, evaluation, `ditbench
+    /// sample`); default: the one recorded in the latents folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<PathBuf>,
 }
 
 fn default_builtin_len() -> usize {
@@ -226,15 +231,10 @@ impl RunConfig {
             k => return Err(format!("unknown data.kind `{k}`; valid: builtin, imagefolder, latents")),
         }
         if self.data.kind == "latents" {
-            // Stable Diffusion's VAE: 8× downsampling, 4 channels (PAPER.md).
-            if self.model.in_channels != 4 || self.model.input_size as usize * 8 != self.data.image_size {
-                return Err(format!(
-                    "latent training needs model in_channels = 4 and input_size = data.image_size / 8 ({}); \
-                     the model has in_channels {} and input_size {}",
-                    self.data.image_size / 8,
-                    self.model.in_channels,
-                    self.model.input_size
-                ));
+            // The latents' shape depends on the VAE that made them: checked against the
+            // latents folder's header when the run opens it.
+            if self.model.in_channels == 3 {
+                return Err("latent training needs a latent model (in_channels = the VAE's latent channels, 4 for Stable Diffusion's); the model has in_channels 3".into());
             }
         } else if self.model.in_channels != 3 || self.model.input_size as usize != self.data.image_size {
             return Err(format!(

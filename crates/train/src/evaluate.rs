@@ -9,7 +9,7 @@
 use ditbench_data::Dataset;
 use ditbench_diffusion::{GaussianDiffusion, Sampler as Reverse};
 
-use crate::sample::{balanced_labels, sample_batch, sampler_for};
+use crate::sample::{balanced_labels, sample_batch, sampler_for, Decoder};
 use ditbench_eval::extractor::{BuiltinExtractor, ExtractorOptions};
 use ditbench_eval::frechet::frechet_distance;
 use ditbench_eval::inception::InceptionFid;
@@ -56,7 +56,8 @@ fn eval_err(e: ditbench_eval::EvalError) -> TrainError {
 
 impl Evaluator {
     /// Loads (or trains once and caches) the feature network and computes the reference
-    /// statistics from the first `reference_images` real images (unflipped).
+    /// statistics from the first `reference_images` real images (unflipped) of
+    /// `dataset` (pixels: a latent run passes the images its latents came from).
     pub fn new(cfg: &RunConfig, dataset: &dyn Dataset, device: Device, log: &mut dyn FnMut(&str)) -> Result<Self, TrainError> {
         let e = cfg.eval.clone().ok_or_else(|| TrainError::Config("no [eval] section".into()))?;
         let extractor: Box<dyn FeatureExtractor> = match e.extractor.as_str() {
@@ -115,7 +116,7 @@ impl Evaluator {
     /// `num_samples` class-balanced EMA samples (labels i mod classes) from fixed noise
     /// (the run seed only, so evaluations are comparable across steps), their features,
     /// and the Fréchet distance to the reference.
-    pub fn evaluate(&self, ema: &Model, run: &RunConfig, device: Device) -> Result<EvalResult, TrainError> {
+    pub fn evaluate(&self, ema: &Model, decoder: &Decoder, run: &RunConfig, device: Device) -> Result<EvalResult, TrainError> {
         let t0 = std::time::Instant::now();
         let e = &self.cfg;
         let mc = &run.model;
@@ -130,7 +131,7 @@ impl Evaluator {
             let n = e.batch.min(e.num_samples - done) as i64;
             let y = balanced_labels(done, n, mc.num_classes, device);
             let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
-            let x = sample_batch(ema, &diffusion, sampler, z, &y, e.cfg_scale, CfgMode::Paper)?;
+            let x = decoder.decode(sample_batch(ema, &diffusion, sampler, z, &y, e.cfg_scale, CfgMode::Paper)?);
             let feats = self.extractor.features(&x.clamp(-1.0, 1.0)).map_err(eval_err)?;
             acc.push(&feats).map_err(eval_err)?;
             done += n as usize;

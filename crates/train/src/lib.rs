@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod ema;
 pub mod evaluate;
+pub mod latents;
 pub mod optim;
 pub mod run;
 pub mod sample;

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ditbench_data::{Builtin, Cursor, Dataset, ImageFolder, ImageFolderOptions, Loader, LoaderConfig, Sampler, SamplerConfig};
+use ditbench_data::{
+    Builtin, Cursor, Dataset, ImageFolder, ImageFolderOptions, LatentFolder, Loader, LoaderConfig, Sampler, SamplerConfig,
+};
 use ditbench_diffusion::GaussianDiffusion;
 use ditbench_model::Model;
 use ditbench_track::{RunSpec, Status, StatusChange, Store};
@@ -23,6 +25,7 @@ use crate::config::RunConfig;
 use crate::evaluate::Evaluator;
 use crate::ema::Ema;
 use crate::optim::AdamW;
+use crate::sample::Decoder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -145,14 +148,38 @@ fn open_dataset(cfg: &RunConfig) -> Result<Arc<dyn Dataset>, TrainError> {
             Arc::new(ImageFolder::open(path, opts)?)
         }
         "latents" => {
-            return Err(TrainError::Config(
-                "data.kind = \"latents\" (pre-extracted VAE latents, the paper's setup) is not implemented yet; \
-                 train in pixel space with data.kind = \"builtin\" or \"imagefolder\""
-                    .into(),
-            ))
+            let path = d.path.as_ref().ok_or_else(|| TrainError::Config("data.path missing".into()))?;
+            let latents = LatentFolder::open(path)?;
+            let h = latents.header();
+            let m = &cfg.model;
+            if h.latent_channels as i64 != m.in_channels || h.latent_size as i64 != m.input_size || h.image_size != d.image_size {
+                return Err(TrainError::Config(format!(
+                    "{} holds {}×{}×{} latents of {} px images; the run wants in_channels {}, input_size {} and data.image_size {}",
+                    path.display(),
+                    h.latent_channels,
+                    h.latent_size,
+                    h.latent_size,
+                    h.image_size,
+                    m.in_channels,
+                    m.input_size,
+                    d.image_size
+                )));
+            }
+            Arc::new(latents)
         }
         k => return Err(TrainError::Config(format!("unknown data.kind `{k}`"))),
     })
+}
+
+/// The real images for the evaluation's reference statistics: the training images, or
+/// for a latent run the images its latents were extracted from.
+fn reference_images(cfg: &RunConfig, dataset: &Arc<dyn Dataset>) -> Result<Arc<dyn Dataset>, TrainError> {
+    if cfg.data.kind != "latents" {
+        return Ok(dataset.clone());
+    }
+    let path = cfg.data.path.as_ref().ok_or_else(|| TrainError::Config("data.path missing".into()))?;
+    let header = LatentFolder::open(path)?.header().clone();
+    Ok(Arc::new(crate::latents::source_images(&header)?))
 }
 
 /// Registers (idempotently) and trains one run to the end, resuming from its latest
@@ -226,8 +253,14 @@ pub fn train(
 
     // ---- data
     let dataset = open_dataset(cfg)?;
+    let posterior = dataset.holds_posterior();
+    // Loaded before step 0 so that a missing VAE fails now, not at the first grid.
+    let decoder = Decoder::for_run(cfg, device)?;
     let evaluator = match &cfg.eval {
-        Some(_) => Some(Evaluator::new(cfg, dataset.as_ref(), device, &mut |l: &str| log.line(progress, l))?),
+        Some(_) => {
+            let real = reference_images(cfg, &dataset)?;
+            Some(Evaluator::new(cfg, real.as_ref(), device, &mut |l: &str| log.line(progress, l))?)
+        }
         None => None,
     };
     let sampler = Sampler::new(
@@ -270,6 +303,13 @@ pub fn train(
 
         // Every step reseeds from (seed, step): exact resume without generator state.
         tch::manual_seed(step_seed(t.seed, step));
+        // Latents: a fresh draw from the stored posterior, as latent_dist.sample().
+        let x = if posterior {
+            let half = x.chunk(2, 1);
+            &half[0] + &half[1] * half[0].randn_like()
+        } else {
+            x
+        };
         let lr = if t.warmup_steps > 0 {
             t.optimizer.lr * ((step + 1) as f64 / t.warmup_steps as f64).min(1.0)
         } else {
@@ -348,11 +388,11 @@ pub fn train(
             writer.sync()?;
         }
         if t.sample_every > 0 && step % t.sample_every == 0 && step < t.steps {
-            sample_grid(&run_dir, &ema.model, cfg, step, device)?;
+            sample_grid(&run_dir, &ema.model, &decoder, cfg, step, device)?;
         }
         if let (Some(ev), Some(e)) = (&evaluator, &cfg.eval) {
             if e.every > 0 && step % e.every == 0 && step < t.steps {
-                evaluate_and_log(ev, &ema.model, cfg, step, device, &mut writer, &mut log, progress)?;
+                evaluate_and_log(ev, &ema.model, &decoder, cfg, step, device, &mut writer, &mut log, progress)?;
             }
         }
     };
@@ -367,9 +407,9 @@ pub fn train(
         Outcome::Failed { .. } => {}
     }
     if matches!(outcome, Outcome::Finished { .. }) {
-        sample_grid(&run_dir, &ema.model, cfg, t.steps, device)?;
+        sample_grid(&run_dir, &ema.model, &decoder, cfg, t.steps, device)?;
         if let Some(ev) = &evaluator {
-            evaluate_and_log(ev, &ema.model, cfg, t.steps, device, &mut writer, &mut log, progress)?;
+            evaluate_and_log(ev, &ema.model, &decoder, cfg, t.steps, device, &mut writer, &mut log, progress)?;
         }
     }
     writer.close()?;
@@ -413,6 +453,7 @@ fn save_checkpoint(
 fn evaluate_and_log(
     ev: &Evaluator,
     ema: &Model,
+    decoder: &Decoder,
     cfg: &RunConfig,
     step: u64,
     device: Device,
@@ -420,7 +461,7 @@ fn evaluate_and_log(
     log: &mut RunLog,
     progress: &mut dyn Progress,
 ) -> Result<(), TrainError> {
-    let r = ev.evaluate(ema, cfg, device)?;
+    let r = ev.evaluate(ema, decoder, cfg, device)?;
     writer.log_eval(&ditbench_track::EvalRow {
         step: step as i64,
         wall_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
@@ -445,7 +486,14 @@ fn evaluate_and_log(
 
 /// A grid of unguided EMA samples with fixed labels and noise (seeded from the run seed
 /// only), so grids are comparable across steps and runs: one row of 4 per class, up to 10.
-pub fn sample_grid(run_dir: &Path, ema: &Model, cfg: &RunConfig, step: u64, device: Device) -> Result<PathBuf, TrainError> {
+pub fn sample_grid(
+    run_dir: &Path,
+    ema: &Model,
+    decoder: &Decoder,
+    cfg: &RunConfig,
+    step: u64,
+    device: Device,
+) -> Result<PathBuf, TrainError> {
     let mc = &cfg.model;
     let classes = mc.num_classes.clamp(1, 10);
     let per_class = 4i64;
@@ -455,9 +503,10 @@ pub fn sample_grid(run_dir: &Path, ema: &Model, cfg: &RunConfig, step: u64, devi
     let y = Tensor::arange(classes, (Kind::Int64, device)).repeat_interleave_self_int(per_class, 0, None);
     let diffusion = GaussianDiffusion::dit(&cfg.train.grid_sampling)?;
     let sampler = crate::sample::sampler_for(&cfg.train.grid_sampling);
-    let x = crate::sample::sample_batch(ema, &diffusion, sampler, z, &y, 1.0, ditbench_model::CfgMode::Paper)?;
+    let x = decoder.decode(crate::sample::sample_batch(ema, &diffusion, sampler, z, &y, 1.0, ditbench_model::CfgMode::Paper)?);
     let pixels = Vec::<f32>::try_from(x.to_device(Device::Cpu).clamp(-1.0, 1.0).flatten(0, -1))?;
-    let shape = [n as usize, mc.in_channels as usize, mc.input_size as usize, mc.input_size as usize];
+    let shape = x.size().iter().map(|&v| v as usize).collect::<Vec<_>>();
+    let shape = [shape[0], shape[1], shape[2], shape[3]];
     let path = run_dir.join("samples").join(format!("{step:07}.png"));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::Io { path: dir.to_path_buf(), source: e })?;

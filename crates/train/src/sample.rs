@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use ditbench_diffusion::{GaussianDiffusion, Sampler};
 use ditbench_eval::npz::SampleArchiveWriter;
 use ditbench_model::checkpoint::{load_into_varstore, read_safetensors};
+use ditbench_data::LatentFolder;
+use ditbench_model::vae::Vae;
 use ditbench_model::{CfgMode, DiTConfig, Model};
+use ditbench_runconfig::RunConfig;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{list_checkpoints, step_seed};
@@ -46,6 +49,37 @@ pub fn sample_batch(
     } else {
         let f = |x: &Tensor, t: &Tensor, y: &Tensor| model.dit.forward(x, t, y);
         Ok(diffusion.sample_loop(&f, z, y, sampler, true, &mut noise, &mut |_, _| {})?)
+    }
+}
+
+/// Turns model-space samples into pixels in [-1, 1] (unclamped): the identity for a
+/// pixel-space model, Stable Diffusion's VAE decoder (`decode(z / 0.18215)`, as the
+/// official sample.py) for a latent one.
+#[derive(Debug)]
+pub enum Decoder {
+    Pixels,
+    Vae(Box<Vae>),
+}
+
+impl Decoder {
+    /// The decoder a run's samples need: none in pixel space; for a latent run the VAE
+    /// of `data.vae`, else the one its latents folder records.
+    pub fn for_run(cfg: &RunConfig, device: Device) -> Result<Decoder, TrainError> {
+        if cfg.data.kind != "latents" {
+            return Ok(Decoder::Pixels);
+        }
+        let header = match &cfg.data.path {
+            Some(p) => Some(LatentFolder::open(p)?.header().clone()),
+            None => None,
+        };
+        Ok(Decoder::Vae(Box::new(crate::latents::vae_for(cfg.data.vae.as_deref(), header.as_ref(), device)?)))
+    }
+
+    pub fn decode(&self, x: Tensor) -> Tensor {
+        match self {
+            Decoder::Pixels => x,
+            Decoder::Vae(vae) => tch::no_grad(|| vae.decode_scaled(&x)),
+        }
     }
 }
 
@@ -99,19 +133,23 @@ pub struct SampleSpec {
 }
 
 /// Samples `spec.num` class-balanced images into an ADM-format archive (`arr_0` uint8
-/// N×H×W×3, `arr_1` labels), resuming a partial archive at `out`. Pixel-space models
-/// only (latent models need the VAE decoder, not in ditbench yet).
+/// N×H×W×3, `arr_1` labels), resuming a partial archive at `out`. Latent models'
+/// samples go through `decoder` (the VAE).
 pub fn sample_to_archive(
     model: &Model,
+    decoder: &Decoder,
     spec: &SampleSpec,
     out: &Path,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<PathBuf, TrainError> {
     let mc = model.config().clone();
-    if mc.in_channels != 3 {
+    if matches!(decoder, Decoder::Pixels) != (mc.in_channels == 3) {
         return Err(TrainError::Config(format!(
-            "{} has {} input channels (a latent model): decoding latents needs the VAE, which ditbench does not have yet",
-            mc.name, mc.in_channels
+            "{} has {} input channels; {} needs {}",
+            mc.name,
+            mc.in_channels,
+            if mc.in_channels == 3 { "a pixel-space model" } else { "a latent model" },
+            if mc.in_channels == 3 { "no VAE" } else { "the VAE decoder (data.vae)" }
         )));
     }
     if spec.batch == 0 || spec.num == 0 {
@@ -120,7 +158,10 @@ pub fn sample_to_archive(
     let device = model.vs.device();
     let diffusion = GaussianDiffusion::dit(&spec.sampling)?;
     let sampler = sampler_for(&spec.sampling);
-    let size = mc.input_size as usize;
+    let size = match decoder {
+        Decoder::Pixels => mc.input_size as usize,
+        Decoder::Vae(v) => (mc.input_size * v.config().downsample_factor()) as usize,
+    };
     let eval = |e: ditbench_eval::EvalError| TrainError::Eval(e.to_string());
     let mut w = SampleArchiveWriter::open(out, size, size, true).map_err(eval)?;
     let mut done = w.len();
@@ -137,7 +178,7 @@ pub fn sample_to_archive(
         tch::manual_seed(step_seed(spec.seed ^ 0x5A4D_B1E5, (done / spec.batch) as u64));
         let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
         let y = balanced_labels(done, n, mc.num_classes, device);
-        let x = sample_batch(model, &diffusion, sampler, z, &y, spec.cfg_scale, spec.cfg_mode)?;
+        let x = decoder.decode(sample_batch(model, &diffusion, sampler, z, &y, spec.cfg_scale, spec.cfg_mode)?);
         // sample_ddp.py: clamp(127.5 x + 128, 0, 255) → uint8 (truncation), NHWC.
         let u8s = (x * 127.5 + 128.0).clamp(0.0, 255.0).permute([0, 2, 3, 1]).to_kind(Kind::Uint8).to_device(Device::Cpu);
         let labels = Vec::<i64>::try_from(y.to_device(Device::Cpu))?;

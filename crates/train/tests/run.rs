@@ -32,7 +32,7 @@ fn config(steps: u64) -> RunConfig {
         run_id: "tiny-run".into(),
         sweep: "tests".into(),
         model,
-        data: DataConfig { kind: "builtin".into(), path: None, image_size: 8, builtin_len: 64, workers: 1, random_flip: true },
+        data: DataConfig { kind: "builtin".into(), path: None, image_size: 8, builtin_len: 64, workers: 1, random_flip: true, vae: None },
         train: TrainConfig {
             steps,
             batch_size: 8,

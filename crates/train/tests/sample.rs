@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use ditbench_eval::npz::{NpyData, NpzReader};
 use ditbench_model::{CfgMode, DiTConfig, Model};
-use ditbench_train::sample::{find_checkpoint, sample_to_archive, SampleSpec};
+use ditbench_train::sample::{find_checkpoint, sample_to_archive, Decoder, SampleSpec};
 use tch::Device;
 
 /// Tests here draw from libtorch's global generator: one at a time.
@@ -40,10 +40,10 @@ fn archives_are_adm_format_balanced_and_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.npz"), dir.path().join("b.npz"));
     let mut seen = vec![];
-    sample_to_archive(&model, &spec(10, 1.0), &a, &mut |d, n| seen.push((d, n))).unwrap();
+    sample_to_archive(&model, &Decoder::Pixels, &spec(10, 1.0), &a, &mut |d, n| seen.push((d, n))).unwrap();
     // Unrelated draws from the global generator in between change nothing.
     let _ = tch::Tensor::randn([7], (tch::Kind::Float, Device::Cpu));
-    sample_to_archive(&model, &spec(10, 1.0), &b, &mut |_, _| {}).unwrap();
+    sample_to_archive(&model, &Decoder::Pixels, &spec(10, 1.0), &b, &mut |_, _| {}).unwrap();
     assert_eq!(seen.last(), Some(&(10, 10)));
 
     let mut r = NpzReader::open(&a).unwrap();
@@ -59,7 +59,7 @@ fn archives_are_adm_format_balanced_and_deterministic() {
 
     // Guidance (doubled batch, null class) gives other samples of the same shape.
     let g = dir.path().join("g.npz");
-    sample_to_archive(&model, &spec(4, 4.0), &g, &mut |_, _| {}).unwrap();
+    sample_to_archive(&model, &Decoder::Pixels, &spec(4, 4.0), &g, &mut |_, _| {}).unwrap();
     let gi = NpzReader::open(&g).unwrap().read("arr_0").unwrap();
     assert_eq!(gi.shape, vec![4, 8, 8, 3]);
     let NpyData::U8(gpx) = &gi.data else { panic!() };
@@ -67,10 +67,10 @@ fn archives_are_adm_format_balanced_and_deterministic() {
 }
 
 #[test]
-fn latent_models_and_missing_checkpoints_are_refused() {
+fn latent_models_without_their_vae_and_missing_checkpoints_are_refused() {
     let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let err = sample_to_archive(&tiny(4), &spec(4, 1.0), &dir.path().join("x.npz"), &mut |_, _| {}).unwrap_err().to_string();
+    let err = sample_to_archive(&tiny(4), &Decoder::Pixels, &spec(4, 1.0), &dir.path().join("x.npz"), &mut |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("VAE"), "{err}");
     let err = find_checkpoint(dir.path(), Some(5)).unwrap_err().to_string();
     assert!(err.contains("no checkpoint at step 5") && err.contains("available steps: none"), "{err}");
