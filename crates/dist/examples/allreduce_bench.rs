@@ -56,7 +56,8 @@ fn rank_main(rank: usize) {
     assert_eq!(one[0].double_value(&[elements as i64 - 1]), expected, "the mean is wrong");
 
     let each = elements / pieces;
-    let mut many: Vec<Tensor> = (0..pieces).map(|i| fill(if i + 1 < pieces { each } else { elements - each * i })).collect();
+    let mut many: Vec<Tensor> =
+        (0..pieces).map(|i| fill(if i + 1 < pieces { each } else { elements - each * i })).collect();
     let bucketed = median_ms(time(&mut pg, &mut many, iters));
 
     if rank == 0 {

@@ -94,6 +94,8 @@ pub struct ProcessGroup {
     rank: usize,
     world_size: usize,
     local_rank: usize,
+    /// Flat buffers of the buckets that need one, in order, reused across calls.
+    buffers: Vec<Tensor>,
 }
 
 impl ProcessGroup {
@@ -150,6 +152,7 @@ impl ProcessGroup {
             rank: opts.rank,
             world_size: opts.world_size,
             local_rank: opts.local_rank,
+            buffers: Vec::new(),
         })
     }
 
@@ -208,15 +211,11 @@ impl ProcessGroup {
 
     /// Waits until every rank has reached it.
     pub fn barrier(&mut self) -> Result<(), DistError> {
-        self.group.barrier().map_err(|message| self.c10d_error("barrier", message))
+        self.group.barrier().map_err(|message| DistError::C10d { rank: self.rank, op: "barrier", message })
     }
 
     fn invalid(&self, op: &'static str, problem: String) -> DistError {
         DistError::Invalid { rank: self.rank, op, problem }
-    }
-
-    fn c10d_error(&self, op: &'static str, message: String) -> DistError {
-        DistError::C10d { rank: self.rank, op, message }
     }
 
     /// Every tensor is defined and on this rank's device.
@@ -237,7 +236,9 @@ impl ProcessGroup {
     }
 
     /// Runs `collective` in place on each bucket: a lone contiguous tensor as it is,
-    /// several as one flat copy, written back into them when `write_back`.
+    /// several through a flat buffer, written back into them when `write_back`. The
+    /// buffers are kept for the next call (as DDP keeps its buckets): allocating them
+    /// anew each step costs page faults over the whole gradient.
     fn each_bucket(
         &mut self,
         op: &'static str,
@@ -246,18 +247,37 @@ impl ProcessGroup {
         mut collective: impl FnMut(&mut ffi::Group, &mut Tensor) -> Result<(), String>,
     ) -> Result<(), DistError> {
         let _no_grad = tch::no_grad_guard();
+        let rank = self.rank;
+        let c10d_error = |message| DistError::C10d { rank, op, message };
+        // Index into self.buffers: one per bucket that goes through a flat buffer, in order.
+        let mut slot = 0;
         for range in buckets(tensors, BUCKET_BYTES) {
             let bucket = &mut tensors[range];
             if let [t] = bucket {
                 if t.is_contiguous() {
                     // Shares t's storage, so the collective writes into t itself.
                     let mut alias = t.shallow_clone();
-                    collective(&mut self.group, &mut alias).map_err(|m| self.c10d_error(op, m))?;
+                    collective(&mut self.group, &mut alias).map_err(c10d_error)?;
                     continue;
                 }
             }
-            let mut flat = Tensor::cat(&bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
-            collective(&mut self.group, &mut flat).map_err(|m| self.c10d_error(op, m))?;
+            let numel: i64 = bucket.iter().map(|t| t.numel() as i64).sum();
+            let (kind, device) = (bucket[0].kind(), bucket[0].device());
+            let fits = |buf: &Tensor| buf.kind() == kind && buf.device() == device && buf.numel() as i64 >= numel;
+            match self.buffers.get(slot) {
+                Some(buf) if fits(buf) => {}
+                _ => {
+                    let buf = Tensor::empty([numel], (kind, device));
+                    match self.buffers.get_mut(slot) {
+                        Some(old) => *old = buf,
+                        None => self.buffers.push(buf),
+                    }
+                }
+            }
+            let mut flat = self.buffers[slot].narrow(0, 0, numel);
+            slot += 1;
+            let _ = Tensor::cat_out(&flat, &bucket.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0);
+            collective(&mut self.group, &mut flat).map_err(c10d_error)?;
             if write_back {
                 let mut offset = 0;
                 for t in bucket.iter_mut() {
