@@ -3,7 +3,8 @@
 // - autocast with a chosen dtype (tch's `autocast` has none, so CUDA runs fp16 there),
 // - the TF32 switches of cuBLAS and cuDNN,
 // - activation checkpointing as a custom autograd Function that calls back into Rust,
-// - the CUDA caching allocator's counters.
+// - the CUDA caching allocator's counters,
+// - the fused (one pass per tensor) AdamW kernel.
 //
 // Every entry point is `extern "C"` and catches C++ exceptions: a failure comes back as
 // a malloc'd message (freed by torchext_free_error), NULL meaning success. No exception
@@ -14,6 +15,7 @@
 // operator, hence the redeclarations below instead.
 
 #include <ATen/Context.h>
+#include <ATen/ops/_fused_adamw.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <c10/core/GradMode.h>
@@ -281,6 +283,30 @@ char* torchext_cuda_reset_peak(int device) {
     if (allocator->initialized()) {
       allocator->resetPeakStats(static_cast<c10::DeviceIndex>(device));
     }
+  });
+}
+
+// torch.optim.AdamW(fused=True)'s kernel on n tensors: parameters, gradients and both
+// moments updated in one pass each, instead of the ~9 passes of the for-loop version.
+// `step` is the step count after this step (one float tensor on the parameters'
+// device, shared by all). Runs without grad mode, as optimizers do.
+char* torchext_fused_adamw(const at::Tensor* const* params, const at::Tensor* const* grads,
+                           const at::Tensor* const* exp_avgs, const at::Tensor* const* exp_avg_sqs,
+                           const at::Tensor* step, size_t n, double lr, double beta1, double beta2,
+                           double weight_decay, double eps) {
+  return guarded([&] {
+    c10::NoGradGuard no_grad;
+    std::vector<at::Tensor> p, g, m, v, steps;
+    for (size_t i = 0; i < n; ++i) {
+      p.push_back(*params[i]);
+      g.push_back(*grads[i]);
+      m.push_back(*exp_avgs[i]);
+      v.push_back(*exp_avg_sqs[i]);
+      steps.push_back(*step);
+    }
+    at::_fused_adamw_(p, g, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, beta1, beta2, weight_decay, eps,
+                      /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt,
+                      /*found_inf=*/std::nullopt);
   });
 }
 

@@ -7,6 +7,7 @@
 //!   `torch.utils.checkpoint(..., use_reentrant=True)` does it.
 //! - [`cuda_memory_stats`], [`reset_cuda_peak`], [`process_peak_rss_bytes`]: memory
 //!   metrics on CUDA and on the CPU.
+//! - [`fused_adamw`]: the fused AdamW kernel of `torch.optim.AdamW(fused=True)`.
 //!
 //! The C++ side is `src/bridge.cpp`, compiled by `build.rs` against the headers of the
 //! libtorch that torch-sys links.
@@ -16,9 +17,11 @@
 
 mod checkpoint;
 mod memory;
+mod optim;
 mod precision;
 
 pub use checkpoint::checkpoint;
+pub use optim::{fused_adamw, AdamWTensors};
 pub use memory::{cuda_memory_stats, process_peak_rss_bytes, reset_cuda_peak, CudaMemory};
 pub use precision::{set_tf32, tf32_enabled, AutocastGuard};
 
@@ -77,6 +80,20 @@ mod ffi {
             peak: *mut i64,
         ) -> *mut c_char;
         pub fn torchext_cuda_reset_peak(device: c_int) -> *mut c_char;
+        #[allow(clippy::too_many_arguments)]
+        pub fn torchext_fused_adamw(
+            params: *const *const C_tensor,
+            grads: *const *const C_tensor,
+            exp_avgs: *const *const C_tensor,
+            exp_avg_sqs: *const *const C_tensor,
+            step: *const C_tensor,
+            n: usize,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            weight_decay: f64,
+            eps: f64,
+        ) -> *mut c_char;
     }
 
     /// Turns a bridge function's return value into a Result, freeing the message.

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use ditbench_data::{Builtin, Dataset, BUILTIN_CLASSES};
+use ditbench_data::{Builtin, BUILTIN_CLASSES};
 use ditbench_eval::npz::SampleArchiveWriter;
 use ditbench_model::config::DiTConfig;
 use ditbench_track::Store;

@@ -25,14 +25,14 @@ impl Ema {
         Ok(Self { model, decay })
     }
 
-    /// ema ← decay·ema + (1 − decay)·θ for every variable, by name.
+    /// ema ← decay·ema + (1 − decay)·θ for every variable, by name, as one `lerp_`
+    /// (ema + (1 − decay)·(θ − ema)): one pass and no temporary per tensor, where
+    /// `mul_` then `add_` make two.
     pub fn update(&mut self, source: &Model) {
         let src = source.vs.variables();
         tch::no_grad(|| {
             for (name, mut e) in self.model.vs.variables() {
-                let p = &src[&name];
-                let _ = e.g_mul_scalar_(self.decay);
-                let _ = e.g_add_(&(p * (1.0 - self.decay)));
+                let _ = e.lerp_(&src[&name], 1.0 - self.decay);
             }
         });
     }

@@ -41,6 +41,8 @@ pub enum TrainError {
     Store(#[from] ditbench_track::Error),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    TorchExt(#[from] ditbench_torchext::Error),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("evaluation: {0}")]
@@ -334,7 +336,9 @@ pub fn train(
             let reason = format!("non-finite loss {loss_sum} at step {step}");
             break Outcome::Failed { step, reason };
         }
-        let grad_norm = opt.grad_norm();
+        // The norm costs a pass over every gradient: only when clipping or logging.
+        let log_step = (step + 1) % t.log_every == 0 || step + 1 == t.steps;
+        let grad_norm = if t.grad_clip.is_some() || log_step { opt.grad_norm() } else { f64::NAN };
         if let Some(max) = t.grad_clip {
             if grad_norm > max {
                 let scale = max / (grad_norm + 1e-6);
@@ -348,7 +352,7 @@ pub fn train(
                 });
             }
         }
-        opt.step(lr);
+        opt.step(lr)?;
         ema.update(&model);
         step += 1;
         cursor = batch.next;

@@ -1,7 +1,7 @@
 //! The training step of the official train.py: sample t uniformly in [0, T), noise,
 //! hybrid loss, backward, AdamW.
 
-use ditbench_diffusion::{DiffusionError, GaussianDiffusion};
+use ditbench_diffusion::GaussianDiffusion;
 use ditbench_model::DiT;
 use tch::{Kind, Tensor};
 
@@ -22,7 +22,7 @@ pub fn train_step(
     x0: &Tensor,
     y: &Tensor,
     lr: f64,
-) -> Result<StepStats, DiffusionError> {
+) -> Result<StepStats, crate::TrainError> {
     let b = x0.size()[0];
     let t = Tensor::randint(diffusion.num_timesteps() as i64, [b], (Kind::Int64, x0.device()));
     let noise = x0.randn_like();
@@ -31,7 +31,7 @@ pub fn train_step(
     let loss = terms.loss.mean(Kind::Float);
     opt.zero_grad();
     loss.backward();
-    opt.step(lr);
+    opt.step(lr)?;
     Ok(StepStats {
         loss: loss.double_value(&[]),
         mse: terms.mse.mean(Kind::Float).double_value(&[]),

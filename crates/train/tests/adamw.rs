@@ -24,7 +24,7 @@ fn five_steps_match_torch_adamw() {
         let loss = (&param * f["grads"].get(k)).sum(Kind::Float);
         opt.zero_grad();
         loss.backward();
-        opt.step(cfg.lr);
+        opt.step(cfg.lr).unwrap();
         let st = &opt.params[0];
         for (ours, key) in [(&st.param, "after"), (&st.exp_avg, "exp_avg"), (&st.exp_avg_sq, "exp_avg_sq")] {
             let e = rel_err(ours, &f[key].get(k));
@@ -42,7 +42,7 @@ fn no_decay_parameters_are_not_decayed() {
     // A zero gradient leaves the moments at zero, so only decay could move p.
     let loss = (&p * 0.0).sum(Kind::Float);
     loss.backward();
-    opt.step(cfg.lr);
+    opt.step(cfg.lr).unwrap();
     assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, 1.0, 1.0]);
 }
 
