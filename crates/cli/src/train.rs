@@ -60,6 +60,15 @@ pub struct TrainArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 (autocast; fp32 weights).
+    #[arg(long, default_value = "auto")]
+    precision: String,
+    /// Recompute block activations in backward: less memory, about a third more compute.
+    #[arg(long)]
+    activation_checkpointing: bool,
+    /// Peak dense TFLOP/s for MFU (default: the GPU's datasheet value when known).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
     /// libtorch intra-op threads on the CPU (overrides the config; not part of the run's
     /// identity). Launchers set it per run.
     #[arg(long)]
@@ -156,7 +165,10 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
         sample_every: a.sample_every,
         grid_sampling: "ddim25".into(),
         device: a.device.clone(),
-        peak_tflops: None,
+        peak_tflops: a.peak_tflops,
+        precision: a.precision.clone(),
+        tf32: true,
+        activation_checkpointing: a.activation_checkpointing,
         threads: 0,
     };
     let mut cfg = RunConfig { run_id: String::new(), sweep: a.sweep.clone(), model: m, data, train, eval: None };

@@ -166,6 +166,19 @@ impl DiTBlock {
         }
     }
 
+    /// The same block sharing its parameters (for a checkpoint closure, which must own
+    /// what it runs: tch tensors are not `Sync`, so the closure cannot borrow).
+    fn shallow_clone(&self) -> DiTBlock {
+        let lin = |l: &nn::Linear| nn::Linear { ws: l.ws.shallow_clone(), bs: l.bs.as_ref().map(Tensor::shallow_clone) };
+        DiTBlock {
+            attn: Attention { qkv: lin(&self.attn.qkv), proj: lin(&self.attn.proj), num_heads: self.attn.num_heads },
+            fc1: lin(&self.fc1),
+            fc2: lin(&self.fc2),
+            adaln_modulation: lin(&self.adaln_modulation),
+            hidden: self.hidden,
+        }
+    }
+
     /// x: (B, T, d), c: (B, d) → (B, T, d)
     fn forward(&self, x: &Tensor, c: &Tensor) -> Tensor {
         let m = self.adaln_modulation.forward(&c.silu()).chunk(6, 1);
@@ -238,6 +251,10 @@ pub struct DiT {
     y_embedder: LabelEmbedder,
     blocks: Vec<DiTBlock>,
     final_layer: FinalLayer,
+    /// Recompute each block's activations in backward instead of storing them
+    /// (activation checkpointing, as fast-DiT): training memory falls to about one
+    /// block's activations plus the block inputs, for one extra forward per step.
+    pub checkpoint_blocks: bool,
 }
 
 impl DiT {
@@ -279,7 +296,16 @@ impl DiT {
         let blocks_p = p / "blocks";
         let blocks = (0..cfg.depth).map(|i| DiTBlock::new(&blocks_p / i, cfg)).collect();
         let final_layer = FinalLayer::new(p / "final_layer", cfg);
-        Ok(Self { config: cfg.clone(), x_embedder, pos_embed, t_embedder, y_embedder, blocks, final_layer })
+        Ok(Self {
+            config: cfg.clone(),
+            x_embedder,
+            pos_embed,
+            t_embedder,
+            y_embedder,
+            blocks,
+            final_layer,
+            checkpoint_blocks: false,
+        })
     }
 
     /// (B, T, p²·C_out) → (B, C_out, H, W)
@@ -299,7 +325,16 @@ impl DiT {
     pub fn forward_t(&self, x: &Tensor, t: &Tensor, y: &Tensor, train: bool) -> Tensor {
         let x = self.x_embedder.forward(x).flatten(2, -1).transpose(1, 2) + &self.pos_embed;
         let c = self.t_embedder.forward(t) + self.y_embedder.forward(y, train);
-        let x = self.blocks.iter().fold(x, |x, block| block.forward(&x, &c));
+        let x = self.blocks.iter().fold(x, |x, block| {
+            // (torchext::checkpoint runs the block plainly when no gradient is recorded.)
+            if self.checkpoint_blocks && train {
+                let b = block.shallow_clone();
+                ditbench_torchext::checkpoint(&[&x, &c], move |i| b.forward(&i[0], &i[1]))
+                    .unwrap_or_else(|e| panic!("checkpointed DiT block: {e}"))
+            } else {
+                block.forward(&x, &c)
+            }
+        });
         self.unpatchify(&self.final_layer.forward(&x, &c))
     }
 

@@ -88,14 +88,39 @@ pub struct TrainConfig {
     /// "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
     #[serde(default = "default_device")]
     pub device: String,
-    /// Peak dense TFLOP/s of the device for MFU; omitted → MFU is not reported.
+    /// Peak dense TFLOP/s of the device for MFU; omitted → taken from the GPU's
+    /// datasheet for the precision in use when ditbench knows the GPU, else no MFU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_tflops: Option<f64>,
+    /// "auto" (bf16 on CUDA, fp32 on CPU), "fp32" or "bf16": bf16 autocast runs matmuls
+    /// and attention in bf16 while weights, optimizer, norms, softmax and the loss stay
+    /// in fp32.
+    #[serde(default = "default_precision", skip_serializing_if = "is_auto")]
+    pub precision: String,
+    /// TF32 for the fp32 matmuls and convolutions left on CUDA (official train.py: on).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub tf32: bool,
+    /// Recompute each block's activations during backward instead of keeping them
+    /// (fast-DiT's gradient checkpointing): less memory for about a third more compute.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub activation_checkpointing: bool,
     /// libtorch intra-op threads on CPU (0: libtorch's default).
     #[serde(default)]
     pub threads: usize,
 }
 
+fn default_precision() -> String {
+    "auto".into()
+}
+fn is_auto(s: &str) -> bool {
+    s == "auto"
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 fn default_ema() -> f64 {
     0.9999
 }
@@ -223,6 +248,9 @@ impl RunConfig {
         }
         if t.log_every == 0 {
             return Err("train.log_every must be > 0".into());
+        }
+        if !["auto", "fp32", "bf16"].contains(&t.precision.as_str()) {
+            return Err(format!("train.precision `{}`: valid values are auto, fp32, bf16", t.precision));
         }
         match self.data.kind.as_str() {
             "builtin" => {}

@@ -3,6 +3,7 @@
 //! metrics (the run store), checkpoints, sample grids and signals together.
 
 pub mod checkpoint;
+pub mod device;
 pub mod ema;
 pub mod evaluate;
 pub mod latents;

@@ -25,7 +25,9 @@ use crate::config::RunConfig;
 use crate::evaluate::Evaluator;
 use crate::ema::Ema;
 use crate::optim::AdamW;
+use crate::device::{memory_peak_gib, peak_tflops, Precision};
 use crate::sample::Decoder;
+use ditbench_torchext::AutocastGuard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -199,6 +201,10 @@ pub fn train(
         tch::set_num_threads(t.threads as i32);
     }
     let device = pick_device(&t.device)?;
+    let precision = Precision::resolve(&t.precision, device)?;
+    if device.is_cuda() {
+        ditbench_torchext::set_tf32(t.tf32)?;
+    }
 
     // ---- registry and run folder (before step 0)
     store.register_sweep(&cfg.sweep, None)?;
@@ -237,7 +243,8 @@ pub fn train(
 
     // ---- model, EMA, optimizer; resume from the latest checkpoint
     tch::manual_seed(t.seed as i64);
-    let model = Model::new(&cfg.model, device)?;
+    let mut model = Model::new(&cfg.model, device)?;
+    model.dit.checkpoint_blocks = t.activation_checkpointing;
     let mut ema = Ema::new(&model, t.ema_decay)?;
     let mut opt = AdamW::for_model(&model.vs, t.optimizer.into(), t.decay_matrices_only);
     let ckpt_dir = run_dir.join("checkpoints");
@@ -275,6 +282,19 @@ pub fn train(
     let micro = t.micro_batch.unwrap_or(t.batch_size) as i64;
     // Training FLOPs per image as the paper counts them: 3 × forward MACs × 2.
     let flops_per_image = 3.0 * 2.0 * cfg.model.gflops() * 1e9;
+    let peak = peak_tflops(t.peak_tflops, device, precision, t.tf32);
+    log.line(
+        progress,
+        &format!(
+            "precision {}{}; MFU against {}",
+            precision.name(device.is_cuda() && t.tf32),
+            if t.activation_checkpointing { ", activation checkpointing" } else { "" },
+            match &peak {
+                Some((p, from)) => format!("{p} TFLOP/s ({from})"),
+                None => "nothing (no known peak: set train.peak_tflops)".into(),
+            }
+        ),
+    );
     log.line(
         progress,
         &format!(
@@ -322,8 +342,16 @@ pub fn train(
         for (xm, ym) in x.split(micro, 0).iter().zip(y.split(micro, 0).iter()) {
             let tm = Tensor::randint(diffusion.num_timesteps() as i64, [xm.size()[0]], (Kind::Int64, device));
             let noise = xm.randn_like();
-            let denoise = |a: &Tensor, b: &Tensor, c: &Tensor| model.dit.forward_t(a, b, c, true);
-            let terms = diffusion.training_losses(&denoise, xm, &tm, ym, &noise)?;
+            let terms = {
+                // bf16 autocast for the forward pass only (backward follows the casts
+                // it recorded); the model output goes back to fp32 for the loss.
+                let _autocast = match precision.autocast_kind() {
+                    Some(kind) => Some(AutocastGuard::new(device, kind)?),
+                    None => None,
+                };
+                let denoise = |a: &Tensor, b: &Tensor, c: &Tensor| model.dit.forward_t(a, b, c, true).to_kind(Kind::Float);
+                diffusion.training_losses(&denoise, xm, &tm, ym, &noise)?
+            };
             // Micro-batch losses weighted so the gradient equals the full batch's mean.
             let weight = xm.size()[0] as f64 / n as f64;
             let loss = terms.loss.mean(Kind::Float) * weight;
@@ -372,14 +400,20 @@ pub fn train(
             writer.log(s, "images_per_s", images_per_s)?;
             let tflops = flops_per_image * images_per_s / 1e12;
             writer.log(s, "tflops", tflops)?;
-            if let Some(peak) = t.peak_tflops {
+            let mut extra = String::new();
+            if let Some((peak, _)) = &peak {
                 writer.log(s, "mfu", tflops / peak)?;
+                extra += &format!(" MFU {:.1}%", 100.0 * tflops / peak);
+            }
+            if let Some((name, gib)) = memory_peak_gib(device) {
+                writer.log(s, name, gib)?;
+                extra += &format!(" {name} {gib:.2}");
             }
             writer.flush()?;
             log.line(
                 progress,
                 &format!(
-                    "step {step:>7} loss {loss_sum:.4} (mse {mse_sum:.4} vb {vb_sum:.4}) grad_norm {grad_norm:.3} lr {lr:.2e} {images_per_s:.1} img/s {tflops:.3} TFLOP/s"
+                    "step {step:>7} loss {loss_sum:.4} (mse {mse_sum:.4} vb {vb_sum:.4}) grad_norm {grad_norm:.3} lr {lr:.2e} {images_per_s:.1} img/s {tflops:.3} TFLOP/s{extra}"
                 ),
             );
             window = (Instant::now(), step);
