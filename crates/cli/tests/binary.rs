@@ -160,6 +160,89 @@ fn latents_extract_then_train_on_them() {
     assert!(text.contains("kind = \"latents\"") && text.contains("in_channels = 4") && text.contains("input_size = 8"), "{text}");
 }
 
+/// The model weights (`model.` tensors) of a run's checkpoint at `step`.
+fn checkpoint_weights(store: &std::path::Path, step: u64) -> Vec<(String, tch::Tensor)> {
+    let path = walk(store)
+        .into_iter()
+        .find(|p| p.ends_with(format!("checkpoints/{step:07}.safetensors")))
+        .unwrap_or_else(|| panic!("no checkpoint at step {step} under {}", store.display()));
+    let mut w: Vec<(String, tch::Tensor)> = tch::Tensor::read_safetensors(&path)
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("model."))
+        .collect();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+const DP_ARGS: [&str; 17] = [
+    "train", "--model", "S/4", "--depth", "2", "--image-size", "8", "--batch-size", "8", "--log-every", "5", "--device",
+    "cpu", "--sweep", "dp", "--threads", "1",
+];
+
+/// Data parallelism over Gloo (issue 8): 2 ranks × 4 samples train the same weights as
+/// 1 process × 8 after 20 steps. Each sample keeps its data, flip, timestep, noise and
+/// class-dropout draw whatever the split, so only float summation order differs: the
+/// largest weight difference relative to the largest weight stays below 1e-5.
+#[test]
+fn two_ranks_train_the_weights_of_one_process_with_the_whole_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    for (store, extra) in [(&one, vec![]), (&two, vec!["--nproc-per-node", "2"])] {
+        let out = ditbench().arg("--store").arg(store).args(DP_ARGS).args(["--steps", "20"]).args(extra).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = std::fs::read_to_string(walk(&two).into_iter().find(|p| p.ends_with("log.txt")).unwrap()).unwrap();
+    assert!(text.contains("× 2 ranks (Gloo)"), "{text}");
+    let (a, b) = (checkpoint_weights(&one, 20), checkpoint_weights(&two, 20));
+    assert_eq!(a.len(), b.len());
+    let (mut diff, mut scale) = (0f64, 0f64);
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        diff = diff.max((ta - tb).abs().max().double_value(&[]));
+        scale = scale.max(ta.abs().max().double_value(&[]));
+    }
+    assert!(diff / scale < 1e-5, "max |Δw| {diff:e} against max |w| {scale}");
+    assert!(diff > 0.0 || a.iter().zip(&b).all(|((_, x), (_, y))| x.equal(y)));
+}
+
+/// A rank killed mid-run takes the others down (rank 0's collective fails at once), the
+/// launcher exits with a failure, the run is marked failed, and training it again
+/// resumes from its last checkpoint and finishes.
+#[test]
+fn a_killed_rank_stops_every_rank_and_the_run_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let run = |s: &std::path::Path| {
+        let mut c = ditbench();
+        c.arg("--store").arg(s).args(DP_ARGS).args(["--steps", "400", "--ckpt-every", "20", "--nproc-per-node", "2"]);
+        c
+    };
+    let mut launcher = run(&store).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !walk(&store).iter().any(|p| p.to_string_lossy().contains("checkpoints/0000020")) {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint within 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let children = std::process::Command::new("pgrep").args(["-P", &launcher.id().to_string()]).output().unwrap();
+    let pids: Vec<String> = String::from_utf8_lossy(&children.stdout).split_whitespace().map(str::to_string).collect();
+    assert_eq!(pids.len(), 2, "two ranks under the launcher: {pids:?}");
+    // The higher pid is rank 1 (spawned second).
+    let rank1 = pids.iter().max_by_key(|p| p.parse::<u32>().unwrap()).unwrap();
+    std::process::Command::new("kill").args(["-9", rank1]).status().unwrap();
+    let status = launcher.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "the launcher reports the failure");
+    let q = ditbench().arg("--store").arg(&store).args(["runs", "list", "--csv"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&q.stdout).contains("failed"), "{}", String::from_utf8_lossy(&q.stdout));
+
+    let out = run(&store).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("finished at step 400"), "{stdout}");
+    let log = std::fs::read_to_string(walk(&store).into_iter().find(|p| p.ends_with("log.txt")).unwrap()).unwrap();
+    assert!(log.contains("resumed from"), "{log}");
+}
+
 /// The sweep path end to end with the real binary: plan, run (two runs as two processes,
 /// each trained and evaluated by FD), status, a rerun that finds nothing to do, the
 /// report from the store, and a changed spec refused without `--new`.

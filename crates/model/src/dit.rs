@@ -93,17 +93,18 @@ impl LabelEmbedder {
         Self { table, num_classes, dropout_prob }
     }
 
-    /// Class dropout for classifier-free guidance: during training each label is
-    /// replaced by the null class (index `num_classes`) with probability p.
-    fn forward(&self, labels: &Tensor, train: bool) -> Tensor {
-        let labels = if train && self.dropout_prob > 0.0 {
-            let drop = Tensor::rand([labels.size()[0]], (Kind::Float, labels.device()))
-                .lt(self.dropout_prob);
-            labels.where_self(&drop.logical_not(), &labels.full_like(self.num_classes))
-        } else {
-            labels.shallow_clone()
-        };
-        Tensor::embedding(&self.table, &labels, -1, false, false)
+    /// Class dropout for classifier-free guidance: label i becomes the null class (index
+    /// `num_classes`) when its uniform draw `u[i]` falls below p.
+    fn drop_labels(&self, labels: &Tensor, u: &Tensor) -> Tensor {
+        if self.dropout_prob <= 0.0 {
+            return labels.shallow_clone();
+        }
+        let drop = u.lt(self.dropout_prob);
+        labels.where_self(&drop.logical_not(), &labels.full_like(self.num_classes))
+    }
+
+    fn forward(&self, labels: &Tensor) -> Tensor {
+        Tensor::embedding(&self.table, labels, -1, false, false)
     }
 }
 
@@ -323,8 +324,26 @@ impl DiT {
     /// (the null class `num_classes` allowed). `train` enables class dropout.
     /// Returns (B, C_out, H, W): ε and, with learned sigma, the variance values v.
     pub fn forward_t(&self, x: &Tensor, t: &Tensor, y: &Tensor, train: bool) -> Tensor {
+        if train {
+            let u = Tensor::rand([y.size()[0]], (Kind::Float, y.device()));
+            self.forward_train(x, t, y, &u)
+        } else {
+            self.forward_blocks(x, t, y, false)
+        }
+    }
+
+    /// The training forward pass with the class-dropout draws given: `u` holds one
+    /// uniform number per sample (label i is dropped when `u[i] < p`). The trainer draws
+    /// them for the whole global batch, so each sample's randomness is the same however
+    /// the batch is split into micro-batches and ranks.
+    pub fn forward_train(&self, x: &Tensor, t: &Tensor, y: &Tensor, u: &Tensor) -> Tensor {
+        self.forward_blocks(x, t, &self.y_embedder.drop_labels(y, u), true)
+    }
+
+    /// The network on labels as given (no dropout); `train` allows checkpointing.
+    fn forward_blocks(&self, x: &Tensor, t: &Tensor, y: &Tensor, train: bool) -> Tensor {
         let x = self.x_embedder.forward(x).flatten(2, -1).transpose(1, 2) + &self.pos_embed;
-        let c = self.t_embedder.forward(t) + self.y_embedder.forward(y, train);
+        let c = self.t_embedder.forward(t) + self.y_embedder.forward(y);
         let x = self.blocks.iter().fold(x, |x, block| {
             // (torchext::checkpoint runs the block plainly when no gradient is recorded.)
             if self.checkpoint_blocks && train {

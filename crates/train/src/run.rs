@@ -27,6 +27,7 @@ use crate::ema::Ema;
 use crate::optim::AdamW;
 use crate::device::{memory_peak_gib, peak_tflops, Precision};
 use crate::sample::Decoder;
+use crate::ranks::Ranks;
 use ditbench_torchext::AutocastGuard;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     TorchExt(#[from] ditbench_torchext::Error),
+    #[error(transparent)]
+    Dist(#[from] ditbench_dist::DistError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("evaluation: {0}")]
@@ -133,12 +136,15 @@ pub fn hostname() -> String {
 }
 
 /// Appends lines to the run's `log.txt`.
-struct RunLog(std::fs::File);
+/// `log.txt` of the run (rank 0 only; other ranks log nothing).
+struct RunLog(Option<std::fs::File>);
 
 impl RunLog {
     fn line(&mut self, progress: &mut dyn Progress, msg: &str) {
-        let _ = writeln!(self.0, "{:.3} {msg}", ditbench_track::now());
-        progress.message(msg);
+        if let Some(f) = &mut self.0 {
+            let _ = writeln!(f, "{:.3} {msg}", ditbench_track::now());
+            progress.message(msg);
+        }
     }
 }
 
@@ -200,48 +206,69 @@ pub fn train(
     if t.threads > 0 {
         tch::set_num_threads(t.threads as i32);
     }
-    let device = pick_device(&t.device)?;
+    // Data parallelism when launched as one of several ranks (`--nproc-per-node`,
+    // torchrun's or Slurm's variables): rank 0 alone writes to the store.
+    let mut ranks = Ranks::from_env()?;
+    let lead = ranks.rank() == 0;
+    let device = match &ranks.group {
+        // Each rank drives the GPU of its local rank (the official multi-node bug used
+        // the global rank).
+        Some(g) if g.backend() == ditbench_dist::Backend::Nccl => Device::Cuda(g.local_rank()),
+        _ => pick_device(&t.device)?,
+    };
+    if t.batch_size % ranks.world() != 0 {
+        return Err(TrainError::Config(format!(
+            "train.batch_size {} is not divisible by the {} ranks",
+            t.batch_size,
+            ranks.world()
+        )));
+    }
     let precision = Precision::resolve(&t.precision, device)?;
     if device.is_cuda() {
         ditbench_torchext::set_tf32(t.tf32)?;
     }
 
     // ---- registry and run folder (before step 0)
-    store.register_sweep(&cfg.sweep, None)?;
-    store.register_run(&RunSpec {
-        id: cfg.run_id.clone(),
-        sweep: cfg.sweep.clone(),
-        model: Some(cfg.model.name.split('/').next().unwrap_or(&cfg.model.name).to_string()),
-        patch: Some(cfg.model.patch_size),
-        n_params: Some(cfg.model.param_count() as i64),
-        gflops: Some(cfg.model.gflops()),
-        git_commit: Some(provenance.git_commit.clone()),
-        git_dirty: Some(provenance.git_dirty),
-    })?;
     let run_dir = store.run_dir(&cfg.sweep, &cfg.run_id);
-    let config_text = format!("{}{}{}", cfg.to_toml(), crate::config::PROVENANCE_HEADER, provenance.to_toml(device));
-    store.write_config(&cfg.run_id, &config_text)?;
-    store.set_params(
-        &cfg.run_id,
-        &[
-            ("model", cfg.model.name.clone().into()),
-            ("batch_size", (t.batch_size as i64).into()),
-            ("steps", (t.steps as i64).into()),
-            ("lr", t.optimizer.lr.into()),
-            ("seed", (t.seed as i64).into()),
-            ("data", cfg.data.kind.clone().into()),
-            ("image_size", (cfg.data.image_size as i64).into()),
-        ],
-    )?;
-    let log_path = run_dir.join("log.txt");
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| TrainError::Io { path: log_path.clone(), source: e })?;
-    let mut log = RunLog(log_file);
+    let mut log = RunLog(None);
+    if lead {
+        store.register_sweep(&cfg.sweep, None)?;
+        store.register_run(&RunSpec {
+            id: cfg.run_id.clone(),
+            sweep: cfg.sweep.clone(),
+            model: Some(cfg.model.name.split('/').next().unwrap_or(&cfg.model.name).to_string()),
+            patch: Some(cfg.model.patch_size),
+            n_params: Some(cfg.model.param_count() as i64),
+            gflops: Some(cfg.model.gflops()),
+            git_commit: Some(provenance.git_commit.clone()),
+            git_dirty: Some(provenance.git_dirty),
+        })?;
+        let config_text = format!("{}{}{}", cfg.to_toml(), crate::config::PROVENANCE_HEADER, provenance.to_toml(device));
+        store.write_config(&cfg.run_id, &config_text)?;
+        store.set_params(
+            &cfg.run_id,
+            &[
+                ("model", cfg.model.name.clone().into()),
+                ("batch_size", (t.batch_size as i64).into()),
+                ("steps", (t.steps as i64).into()),
+                ("lr", t.optimizer.lr.into()),
+                ("seed", (t.seed as i64).into()),
+                ("data", cfg.data.kind.clone().into()),
+                ("image_size", (cfg.data.image_size as i64).into()),
+                ("world_size", (ranks.world() as i64).into()),
+            ],
+        )?;
+        let log_path = run_dir.join("log.txt");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| TrainError::Io { path: log_path.clone(), source: e })?;
+        log = RunLog(Some(log_file));
+    }
 
-    // ---- model, EMA, optimizer; resume from the latest checkpoint
+    // ---- model, EMA, optimizer; resume from the latest checkpoint (every rank reads
+    // the same file: rank 0 wrote it before the ranks started)
     tch::manual_seed(t.seed as i64);
     let mut model = Model::new(&cfg.model, device)?;
     model.dit.checkpoint_blocks = t.activation_checkpointing;
@@ -256,30 +283,45 @@ pub fn train(
             .map_err(|e| TrainError::Config(format!("{}: bad data cursor: {e}", path.display())))?;
         log.line(progress, &format!("resumed from {} at step {step}", path.display()));
     }
-    let attempt_change = StatusChange::new(Status::Running).on(hostname(), device_name(device));
-    store.set_status(&cfg.run_id, &attempt_change)?;
-    let mut writer = store.metric_writer(&cfg.run_id)?;
+    // Rank 0's weights everywhere (they are equal already: same seed or same file),
+    // as DDP does at construction.
+    ranks.broadcast_from_lead(&opt.params.iter().map(|p| p.param.shallow_clone()).collect::<Vec<_>>())?;
+    let mut writer = None;
+    if lead {
+        let attempt_change = StatusChange::new(Status::Running).on(hostname(), device_name(device));
+        store.set_status(&cfg.run_id, &attempt_change)?;
+        writer = Some(store.metric_writer(&cfg.run_id)?);
+    }
 
     // ---- data
     let dataset = open_dataset(cfg)?;
     let posterior = dataset.holds_posterior();
     // Loaded before step 0 so that a missing VAE fails now, not at the first grid.
-    let decoder = Decoder::for_run(cfg, device)?;
+    let decoder = if lead { Decoder::for_run(cfg, device)? } else { Decoder::Pixels };
     let evaluator = match &cfg.eval {
-        Some(_) => {
+        Some(_) if lead => {
             let real = reference_images(cfg, &dataset)?;
             Some(Evaluator::new(cfg, real.as_ref(), device, &mut |l: &str| log.line(progress, l))?)
         }
-        None => None,
+        _ => None,
     };
+    // Rank r reads positions r, r + w, … of each epoch's permutation, a local batch of
+    // batch_size / w; the cursor is the same on every rank.
+    let local_batch = t.batch_size / ranks.world();
     let sampler = Sampler::new(
         dataset.len(),
-        SamplerConfig { batch_size: t.batch_size, random_flip: cfg.data.random_flip, ..SamplerConfig::new(t.seed, t.batch_size) },
+        SamplerConfig {
+            batch_size: local_batch,
+            random_flip: cfg.data.random_flip,
+            rank: ranks.rank(),
+            world_size: ranks.world(),
+            ..SamplerConfig::new(t.seed, local_batch)
+        },
     )?;
     let mut loader = Loader::new(dataset, sampler, cursor, LoaderConfig { workers: cfg.data.workers, prefetch: 2 })?;
 
     let diffusion = GaussianDiffusion::dit("")?;
-    let micro = t.micro_batch.unwrap_or(t.batch_size) as i64;
+    let micro = t.micro_batch.unwrap_or(t.batch_size).min(local_batch) as i64;
     // Training FLOPs per image as the paper counts them: 3 × forward MACs × 2.
     let flops_per_image = 3.0 * 2.0 * cfg.model.gflops() * 1e9;
     let peak = peak_tflops(t.peak_tflops, device, precision, t.tf32);
@@ -298,12 +340,16 @@ pub fn train(
     log.line(
         progress,
         &format!(
-            "run {} ({}, {} params, {:.3} Gflops) on {}: steps {step}..{}, batch {} (micro {micro})",
+            "run {} ({}, {} params, {:.3} Gflops) on {}{}: steps {step}..{}, batch {} (micro {micro})",
             cfg.run_id,
             cfg.model.name,
             cfg.model.param_count(),
             cfg.model.gflops(),
             device_name(device),
+            match &ranks.group {
+                Some(g) => format!(" × {} ranks ({:?})", g.world_size(), g.backend()),
+                None => String::new(),
+            },
             t.steps,
             t.batch_size
         ),
@@ -315,7 +361,8 @@ pub fn train(
         if step >= t.steps {
             break Outcome::Finished { step };
         }
-        if stop.load(Ordering::SeqCst) {
+        // A signal on any rank stops every rank after the same step.
+        if ranks.any(stop.load(Ordering::SeqCst))? {
             break Outcome::Preempted { step };
         }
         let batch = loader.next_batch()?;
@@ -324,11 +371,22 @@ pub fn train(
         let y = Tensor::from_slice(&batch.labels).to_device(device);
 
         // Every step reseeds from (seed, step): exact resume without generator state.
+        // The draws are made for the whole global batch and each rank takes its rows
+        // (r, r + w, …, as its samples), so a sample's timestep, noise, class dropout
+        // and posterior draw do not depend on how the batch is split.
         tch::manual_seed(step_seed(t.seed, step));
+        let global = t.batch_size as i64;
+        let rows = Tensor::arange_start_step(ranks.rank() as i64, global, ranks.world() as i64, (Kind::Int64, device));
+        let t_all = Tensor::randint(diffusion.num_timesteps() as i64, [global], (Kind::Int64, device));
+        let sample_shape = [global, if posterior { c / 2 } else { c }, h, w];
+        let noise_all = Tensor::randn(sample_shape, (Kind::Float, device));
+        let u_all = Tensor::rand([global], (Kind::Float, device));
+        let (tt, noise, u) = (t_all.index_select(0, &rows), noise_all.index_select(0, &rows), u_all.index_select(0, &rows));
         // Latents: a fresh draw from the stored posterior, as latent_dist.sample().
         let x = if posterior {
+            let eps = Tensor::randn(sample_shape, (Kind::Float, device)).index_select(0, &rows);
             let half = x.chunk(2, 1);
-            &half[0] + &half[1] * half[0].randn_like()
+            &half[0] + &half[1] * eps
         } else {
             x
         };
@@ -339,9 +397,10 @@ pub fn train(
         };
         opt.zero_grad();
         let (mut loss_sum, mut mse_sum, mut vb_sum) = (0.0, 0.0, 0.0);
-        for (xm, ym) in x.split(micro, 0).iter().zip(y.split(micro, 0).iter()) {
-            let tm = Tensor::randint(diffusion.num_timesteps() as i64, [xm.size()[0]], (Kind::Int64, device));
-            let noise = xm.randn_like();
+        let parts = |v: &Tensor| v.split(micro, 0);
+        for (((xm, ym), tm), (noise_m, um)) in
+            parts(&x).iter().zip(parts(&y).iter()).zip(parts(&tt).iter()).zip(parts(&noise).iter().zip(parts(&u).iter()))
+        {
             let terms = {
                 // bf16 autocast for the forward pass only (backward follows the casts
                 // it recorded); the model output goes back to fp32 for the loss.
@@ -349,8 +408,9 @@ pub fn train(
                     Some(kind) => Some(AutocastGuard::new(device, kind)?),
                     None => None,
                 };
-                let denoise = |a: &Tensor, b: &Tensor, c: &Tensor| model.dit.forward_t(a, b, c, true).to_kind(Kind::Float);
-                diffusion.training_losses(&denoise, xm, &tm, ym, &noise)?
+                let denoise =
+                    |a: &Tensor, b: &Tensor, c: &Tensor| model.dit.forward_train(a, b, c, um).to_kind(Kind::Float);
+                diffusion.training_losses(&denoise, xm, tm, ym, noise_m)?
             };
             // Micro-batch losses weighted so the gradient equals the full batch's mean.
             let weight = xm.size()[0] as f64 / n as f64;
@@ -360,6 +420,11 @@ pub fn train(
             mse_sum += terms.mse.mean(Kind::Float).double_value(&[]) * weight;
             vb_sum += terms.vb.mean(Kind::Float).double_value(&[]) * weight;
         }
+        // Gradients and losses averaged over the ranks (equal local batches: the mean of
+        // means is the global mean).
+        ranks.average_gradients(&opt)?;
+        let [l, m, v] = ranks.mean([loss_sum, mse_sum, vb_sum], device)?;
+        (loss_sum, mse_sum, vb_sum) = (l, m, v);
         if !loss_sum.is_finite() {
             let reason = format!("non-finite loss {loss_sum} at step {step}");
             break Outcome::Failed { step, reason };
@@ -381,7 +446,9 @@ pub fn train(
             }
         }
         opt.step(lr)?;
-        ema.update(&model);
+        if lead {
+            ema.update(&model);
+        }
         step += 1;
         cursor = batch.next;
         progress.step(step, loss_sum);
@@ -390,26 +457,32 @@ pub fn train(
             let (since, steps_in_window) = (window.0.elapsed().as_secs_f64(), step - window.1);
             let step_time = since / steps_in_window.max(1) as f64;
             let images_per_s = t.batch_size as f64 / step_time;
-            let s = step as i64;
-            writer.log(s, "loss", loss_sum)?;
-            writer.log(s, "mse", mse_sum)?;
-            writer.log(s, "vb", vb_sum)?;
-            writer.log(s, "grad_norm", grad_norm)?;
-            writer.log(s, "lr", lr)?;
-            writer.log(s, "step_time_s", step_time)?;
-            writer.log(s, "images_per_s", images_per_s)?;
             let tflops = flops_per_image * images_per_s / 1e12;
-            writer.log(s, "tflops", tflops)?;
+            let mut metrics = vec![
+                ("loss", loss_sum),
+                ("mse", mse_sum),
+                ("vb", vb_sum),
+                ("grad_norm", grad_norm),
+                ("lr", lr),
+                ("step_time_s", step_time),
+                ("images_per_s", images_per_s),
+                ("tflops", tflops),
+            ];
             let mut extra = String::new();
             if let Some((peak, _)) = &peak {
-                writer.log(s, "mfu", tflops / peak)?;
+                metrics.push(("mfu", tflops / peak));
                 extra += &format!(" MFU {:.1}%", 100.0 * tflops / peak);
             }
             if let Some((name, gib)) = memory_peak_gib(device) {
-                writer.log(s, name, gib)?;
+                metrics.push((name, gib));
                 extra += &format!(" {name} {gib:.2}");
             }
-            writer.flush()?;
+            if let Some(writer) = writer.as_mut() {
+                for (name, value) in metrics {
+                    writer.log(step as i64, name, value)?;
+                }
+                writer.flush()?;
+            }
             log.line(
                 progress,
                 &format!(
@@ -418,6 +491,7 @@ pub fn train(
             );
             window = (Instant::now(), step);
         }
+        let Some(writer) = writer.as_mut() else { continue };
         if t.ckpt_every > 0 && step % t.ckpt_every == 0 && step < t.steps {
             save_checkpoint(&ckpt_dir, &model, &ema, &opt, cfg, step, &cursor, &mut log, progress)?;
             // Metrics reach the disk with each checkpoint: after a power loss, the run
@@ -430,14 +504,15 @@ pub fn train(
         }
         if let (Some(ev), Some(e)) = (&evaluator, &cfg.eval) {
             if e.every > 0 && step % e.every == 0 && step < t.steps {
-                evaluate_and_log(ev, &ema.model, &decoder, cfg, step, device, &mut writer, &mut log, progress)?;
+                evaluate_and_log(ev, &ema.model, &decoder, cfg, step, device, writer, &mut log, progress)?;
             }
         }
     };
     progress.finish();
     drop(loader);
 
-    // ---- end of the attempt: checkpoint (unless failed), compact, status
+    // ---- end of the attempt (rank 0): checkpoint (unless failed), compact, status
+    let Some(mut writer) = writer else { return Ok(outcome) };
     match &outcome {
         Outcome::Finished { step } | Outcome::Preempted { step } => {
             save_checkpoint(&ckpt_dir, &model, &ema, &opt, cfg, *step, &cursor, &mut log, progress)?;

@@ -1,0 +1,88 @@
+//! The ranks of a data-parallel run on PyTorch's c10d (ditbench-dist): Gloo on the
+//! CPU, NCCL on CUDA, one process per rank. A run with one rank has no process group
+//! and every call here is free.
+
+use std::time::Duration;
+
+use ditbench_dist::{InitOptions, ProcessGroup};
+use tch::{Device, Kind, Tensor};
+
+use crate::optim::AdamW;
+use crate::TrainError;
+
+/// How long a rank waits in a collective for the others. Rank 0 alone samples grids and
+/// evaluates FID between steps while the others wait, so this is generous; a dead rank
+/// is noticed at once anyway (its connection closes).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Default)]
+pub struct Ranks {
+    pub group: Option<ProcessGroup>,
+}
+
+/// The world size the environment announces: `WORLD_SIZE` (torchrun, `--nproc-per-node`)
+/// or `SLURM_NTASKS` (one task per GPU under srun); 1 when neither is set.
+pub fn world_size_from_env() -> usize {
+    ["WORLD_SIZE", "SLURM_NTASKS"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(1)
+}
+
+impl Ranks {
+    /// Joins the process group the environment describes, or none for one rank.
+    /// `DITBENCH_DIST_TIMEOUT_S` overrides the collective timeout (default 3600 s).
+    pub fn from_env() -> Result<Ranks, TrainError> {
+        if world_size_from_env() <= 1 {
+            return Ok(Ranks::default());
+        }
+        let mut opts = InitOptions::from_env()?;
+        opts.timeout = std::env::var("DITBENCH_DIST_TIMEOUT_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        Ok(Ranks { group: Some(ProcessGroup::init(opts)?) })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.group.as_ref().map_or(0, ProcessGroup::rank)
+    }
+
+    pub fn world(&self) -> usize {
+        self.group.as_ref().map_or(1, ProcessGroup::world_size)
+    }
+
+    /// True on every rank when `flag` is true on any.
+    pub fn any(&mut self, flag: bool) -> Result<bool, TrainError> {
+        let Some(g) = &mut self.group else { return Ok(flag) };
+        let mut t = [Tensor::from(if flag { 1f32 } else { 0f32 }).to_device(g.device())];
+        g.all_reduce_mean(&mut t)?;
+        Ok(t[0].double_value(&[]) > 0.0)
+    }
+
+    /// The mean of each value over the ranks.
+    pub fn mean<const N: usize>(&mut self, values: [f64; N], device: Device) -> Result<[f64; N], TrainError> {
+        let Some(g) = &mut self.group else { return Ok(values) };
+        let mut t = [Tensor::from_slice(&values).to_kind(Kind::Double).to_device(device)];
+        g.all_reduce_mean(&mut t)?;
+        let v = Vec::<f64>::try_from(t[0].to_device(Device::Cpu))?;
+        Ok(std::array::from_fn(|i| v[i]))
+    }
+
+    /// Averages the gradients of `opt`'s parameters over the ranks, in place (bucketed).
+    pub fn average_gradients(&mut self, opt: &AdamW) -> Result<(), TrainError> {
+        let Some(g) = &mut self.group else { return Ok(()) };
+        let mut grads: Vec<Tensor> = opt.params.iter().map(|p| p.param.grad()).filter(Tensor::defined).collect();
+        g.all_reduce_mean(&mut grads)?;
+        Ok(())
+    }
+
+    /// Rank 0's values of `tensors` on every rank, in place.
+    pub fn broadcast_from_lead(&mut self, tensors: &[Tensor]) -> Result<(), TrainError> {
+        let Some(g) = &mut self.group else { return Ok(()) };
+        let mut t: Vec<Tensor> = tensors.iter().map(Tensor::shallow_clone).collect();
+        tch::no_grad(|| g.broadcast(&mut t, 0))?;
+        Ok(())
+    }
+}
