@@ -244,6 +244,7 @@ fn launch(store_path: &Path, a: &LaunchArgs, select: Select, verb: &str) -> Resu
     let exe = std::env::current_exe().context("locating the ditbench executable")?;
     if launcher == "slurm" {
         let mut s = spec.launcher.slurm.clone();
+        s.gpus_per_run = spec.launcher.gpus_per_run;
         if a.partition.is_some() {
             s.partition = a.partition.clone();
         }
@@ -273,6 +274,7 @@ fn launch(store_path: &Path, a: &LaunchArgs, select: Select, verb: &str) -> Resu
         store: store_path.to_path_buf(),
         max_parallel,
         gpus,
+        gpus_per_run: spec.launcher.gpus_per_run,
         threads_per_run: threads,
         retries: spec.launcher.retries,
     };

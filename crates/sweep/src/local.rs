@@ -34,8 +34,10 @@ pub struct LocalOptions {
     pub store: PathBuf,
     /// Runs at once.
     pub max_parallel: usize,
-    /// GPU indices (one run per GPU at a time); empty: CPU runs.
+    /// GPU indices (one run per `gpus_per_run` of them at a time); empty: CPU runs.
     pub gpus: Vec<u32>,
+    /// Data-parallel ranks per run (`--nproc-per-node`).
+    pub gpus_per_run: usize,
     /// `--threads` for each CPU run (0: libtorch's default).
     pub threads_per_run: usize,
     /// Relaunches after a crash.
@@ -110,12 +112,21 @@ fn spawn(opts: &LocalOptions, run: &PlannedRun, slot: usize, store: &Store) -> R
     if opts.threads_per_run > 0 {
         cmd.args(["--threads", &opts.threads_per_run.to_string()]);
     }
-    if let Some(gpu) = opts.gpus.get(slot) {
-        cmd.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
+    if let Some(gpus) = slot_gpus(opts, slot) {
+        cmd.env("CUDA_VISIBLE_DEVICES", gpus.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    }
+    if opts.gpus_per_run > 1 {
+        cmd.args(["--nproc-per-node", &opts.gpus_per_run.to_string()]);
     }
     // Plain log lines, no progress bar, in the run's stdout.log.
     cmd.stdin(Stdio::null()).stdout(log).stderr(err).process_group(0);
     cmd.spawn().map_err(|e| SweepError::Launcher(format!("could not start {}: {e}", opts.exe.display())))
+}
+
+/// The GPUs of launch slot `slot`: consecutive groups of `gpus_per_run`.
+fn slot_gpus(opts: &LocalOptions, slot: usize) -> Option<&[u32]> {
+    let k = opts.gpus_per_run.max(1);
+    opts.gpus.get(slot * k..(slot + 1) * k)
 }
 
 fn classify(status: ExitStatus) -> RunExit {
@@ -147,7 +158,19 @@ pub fn run_local(
     events: &mut dyn Events,
 ) -> Result<LocalSummary, SweepError> {
     check_gpus(&opts.gpus)?;
-    let slots = if opts.gpus.is_empty() { opts.max_parallel.max(1) } else { opts.max_parallel.clamp(1, opts.gpus.len()) };
+    let per_run = opts.gpus_per_run.max(1);
+    if !opts.gpus.is_empty() && opts.gpus.len() < per_run {
+        return Err(SweepError::Launcher(format!(
+            "launcher.gpus_per_run = {per_run} but only {} GPU(s) given ({:?})",
+            opts.gpus.len(),
+            opts.gpus
+        )));
+    }
+    let slots = if opts.gpus.is_empty() {
+        opts.max_parallel.max(1)
+    } else {
+        opts.max_parallel.clamp(1, opts.gpus.len() / per_run)
+    };
     runs.sort_by(|a, b| b.config.training_flops().total_cmp(&a.config.training_flops()));
     let mut queue: VecDeque<(PlannedRun, u32)> = runs.into_iter().map(|r| (r, 0)).collect();
     let mut active: Vec<Active> = vec![];
@@ -168,8 +191,9 @@ pub fn run_local(
             let Some((run, launches)) = queue.pop_front() else { break };
             let slot = (0..slots).find(|s| !active.iter().any(|a| a.slot == *s)).expect("a free slot");
             let child = spawn(opts, &run, slot, store)?;
-            let label = match opts.gpus.get(slot) {
-                Some(g) => format!("gpu {g}"),
+            let label = match slot_gpus(opts, slot) {
+                Some([g]) => format!("gpu {g}"),
+                Some(g) => format!("gpus {g:?}"),
                 None => format!("cpu slot {slot}"),
             };
             events.started(&run, launches + 1, &label);

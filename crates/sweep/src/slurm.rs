@@ -55,7 +55,9 @@ pub fn script(sweep: &str, runs: &[PlannedRun], exe: &Path, store: &Path, s: &Sl
     if s.gpus_per_task > 0 {
         let _ = writeln!(o, "#SBATCH --gpus-per-task={}", s.gpus_per_task);
     }
-    let _ = writeln!(o, "#SBATCH --ntasks=1");
+    // One task per data-parallel rank; srun starts them and they meet through Slurm's
+    // variables (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, the node list).
+    let _ = writeln!(o, "#SBATCH --ntasks={}", s.gpus_per_run.max(1));
     let _ = writeln!(o, "#SBATCH --cpus-per-task={}", s.cpus_per_task);
     if let Some(m) = &s.mem {
         let _ = writeln!(o, "#SBATCH --mem={m}");
@@ -72,9 +74,11 @@ pub fn script(sweep: &str, runs: &[PlannedRun], exe: &Path, store: &Path, s: &Sl
     let _ = writeln!(o, "RUNS=({})", runs.iter().map(|r| quote(&r.config.run_id)).collect::<Vec<_>>().join(" "));
     let _ = writeln!(o, "RUN=${{RUNS[$SLURM_ARRAY_TASK_ID]}}");
     let _ = writeln!(o, "echo \"ditbench: task $SLURM_ARRAY_TASK_ID run $RUN restart ${{SLURM_RESTART_COUNT:-0}} on $(hostname)\"");
+    // Several ranks: srun launches them and passes the signals on to every task.
+    let launch = if s.gpus_per_run > 1 { "srun --kill-on-bad-exit=1 " } else { "" };
     let _ = writeln!(
         o,
-        "{} --store {} train --run \"$RUN\" --threads {} &",
+        "{launch}{} --store {} train --run \"$RUN\" --threads {} &",
         quote(&exe.display().to_string()),
         quote(&store.display().to_string()),
         s.cpus_per_task
@@ -210,5 +214,29 @@ pub fn wait_until_gone(store: &Path, sweep: &str, timeout: std::time::Duration) 
             return Ok(q.into_values().map(|(task, state, _)| format!("{task} {state}")).collect());
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::SweepSpec;
+
+    /// Several ranks per run: that many tasks, started by srun (which forwards the
+    /// USR1/TERM the script passes to it); one rank: a single task, no srun.
+    #[test]
+    fn ranks_per_run_become_tasks_started_by_srun() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sweeps/smoke.toml");
+        let spec = SweepSpec::load(&dir).unwrap();
+        let runs = spec.expand().unwrap();
+        let (exe, store) = (Path::new("/bin/ditbench"), Path::new("/store"));
+        let mut s = SlurmSpec { gpus_per_run: 4, ..spec.launcher.slurm.clone() };
+        let multi = script("smoke", &runs, exe, store, &s);
+        assert!(multi.contains("#SBATCH --ntasks=4\n"), "{multi}");
+        let line = multi.lines().find(|l| l.contains(" train --run ")).unwrap();
+        assert!(line.starts_with("srun --kill-on-bad-exit=1 ") && line.contains("ditbench"), "{line}");
+        s.gpus_per_run = 1;
+        let single = script("smoke", &runs, exe, store, &s);
+        assert!(single.contains("#SBATCH --ntasks=1\n") && !single.contains("srun"), "{single}");
     }
 }

@@ -79,6 +79,10 @@ pub struct SlurmSpec {
     /// Extra `#SBATCH` lines, verbatim (`--constraint=a100`).
     #[serde(default)]
     pub extra: Vec<String>,
+    /// Tasks (ranks) per run: `launcher.gpus_per_run`, copied here by the launcher (not
+    /// a key of `[launcher.slurm]`); 0 counts as 1.
+    #[serde(skip)]
+    pub gpus_per_run: usize,
 }
 
 fn default_time() -> String {
@@ -111,13 +115,29 @@ pub struct LauncherSpec {
     /// GPU indices for local runs (one run per GPU); empty: CPU or the run's device.
     #[serde(default)]
     pub gpus: Vec<u32>,
+    /// Data-parallel ranks per run (`ditbench train --nproc-per-node`): locally that many
+    /// of `gpus` per run, under Slurm that many tasks (one GPU each, through srun).
+    #[serde(default = "default_gpus_per_run")]
+    pub gpus_per_run: usize,
     #[serde(default)]
     pub slurm: SlurmSpec,
 }
 
+fn default_gpus_per_run() -> usize {
+    1
+}
+
 impl Default for LauncherSpec {
     fn default() -> Self {
-        Self { kind: default_kind(), max_parallel: None, threads_per_run: 0, retries: default_retries(), gpus: vec![], slurm: SlurmSpec::default() }
+        Self {
+            kind: default_kind(),
+            max_parallel: None,
+            threads_per_run: 0,
+            retries: default_retries(),
+            gpus: vec![],
+            gpus_per_run: default_gpus_per_run(),
+            slurm: SlurmSpec::default(),
+        }
     }
 }
 

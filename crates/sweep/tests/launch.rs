@@ -59,7 +59,7 @@ fn setup(body: &str) -> (tempfile::TempDir, Store, Vec<PlannedRun>, LocalOptions
     let reg = register(&store, &spec, false, (None, None)).unwrap();
     assert_eq!(reg.new_runs, 4);
     let exe = trainer(dir.path(), body);
-    let opts = LocalOptions { exe, store: store_path, max_parallel: 2, gpus: vec![], threads_per_run: 1, retries: 1 };
+    let opts = LocalOptions { exe, store: store_path, max_parallel: 2, gpus: vec![], gpus_per_run: 1, threads_per_run: 1, retries: 1 };
     (dir, store, reg.runs, opts)
 }
 
