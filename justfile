@@ -27,6 +27,19 @@ setup:
         python3 -m venv "{{venv}}"
         "{{venv}}/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.11.0 numpy safetensors
     fi
+    # CUDA's crt/ and cccl headers (torch 2.11's own cuda-toolkit pin): ditbench-dist
+    # compiles its NCCL path against them; without them it builds Gloo only.
+    if ! ls "{{venv}}"/lib/python3*/site-packages/nvidia/*/include/crt/host_config.h >/dev/null 2>&1; then
+        "{{venv}}/bin/python" -m pip install --quiet --disable-pip-version-check "cuda-toolkit[crt,cccl]==13.0.2"
+    fi
+    # Gloo's headers for ditbench-dist's c10d bridge (the torch wheel ships none).
+    if [ ! -e /usr/include/gloo/context.h ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get install -y -qq libgloo-dev >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libgloo-dev)
+        else
+            echo "setup: install gloo's headers (Debian/Ubuntu: sudo apt-get install libgloo-dev)" >&2; exit 1
+        fi
+    fi
     if [ ! -e .venv ]; then ln -s "{{venv}}" .venv; fi
     if [ "$(readlink -f .venv)" != "$(readlink -f "{{venv}}")" ]; then
         echo "setup: ./.venv is not the shared venv {{venv}}; move it away or set DITBENCH_CACHE" >&2; exit 1
@@ -60,11 +73,19 @@ test-slurm: build
 # Benchmarks (release build), each against its baseline in the same run; results go to
 # BENCHMARKS.md with date and machine.
 bench: setup
-    cargo build --locked --release -p ditbench-train --example train_step_bench
+    cargo build --locked --release -p ditbench-train --example train_step_bench --example train_loop_bench
     "$CARGO_TARGET_DIR/release/examples/train_step_bench"
+    "$CARGO_TARGET_DIR/release/examples/train_loop_bench"
     just bench-store
     just bench-eval
     just bench-report
+    just bench-dist
+
+# Gradient all-reduce over Gloo, 2 local processes, against torch.distributed.
+bench-dist: setup
+    cargo build --locked --workspace --example allreduce_bench
+    "$CARGO_TARGET_DIR/debug/examples/allreduce_bench" --iters 20
+    .venv/bin/python scripts/bench/allreduce_torch.py --iters 20
 
 # FID pipeline: Inception features against pytorch-fid (installed into the venv once),
 # and the Fréchet distance of two 2048-d statistics against scipy's sqrtm.
@@ -86,6 +107,20 @@ bench-store: setup
     cargo run --locked --release -p ditbench-track --example log_bench -- --durability machine --json "$CARGO_TARGET_DIR/bench/log-machine.json"
     cargo run --locked -p ditbench-query --example store_bench -- --queries-only --dir "$CARGO_TARGET_DIR/bench/store" --json "$CARGO_TARGET_DIR/bench/query.json"
     .venv/bin/python scripts/bench/mlflow_bench.py --runs 20 --query-runs 1000 --ditbench-json "$CARGO_TARGET_DIR/bench/log.json" --ditbench-json "$CARGO_TARGET_DIR/bench/log4.json" --ditbench-json "$CARGO_TARGET_DIR/bench/log-machine.json" --ditbench-json "$CARGO_TARGET_DIR/bench/query.json"
+
+# The binary the GPU machine runs (it has no Rust): release, without polars (no `runs`
+# or `report` commands), stripped, into gpu-bin/ (ignored by git; carried to the machine).
+gpu-build: setup
+    cargo build --locked --release -p ditbench --no-default-features
+    mkdir -p gpu-bin && cp "$CARGO_TARGET_DIR/release/ditbench" gpu-bin/ditbench && strip gpu-bin/ditbench
+    ls -l gpu-bin/ditbench
+
+# GPU numbers (issue 4 §3, issue 8 §4) on a machine with one NVIDIA GPU, from
+# gpu-bin/ditbench (`just gpu-build`) and the machine's own torch; prints a table (and
+# writes $OUT/gpu-check.md). Without just: `bash scripts/gpu/check.sh gpu-bin/ditbench`.
+# `GPU_CHECK_DRY=1` runs it at toy sizes on the CPU.
+gpu-check:
+    bash scripts/gpu/check.sh gpu-bin/ditbench
 
 # Regenerate the PyTorch reference fixtures (only when the reference scripts change).
 fixtures: setup

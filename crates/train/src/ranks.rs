@@ -30,10 +30,12 @@ pub fn world_size_from_env() -> usize {
 }
 
 impl Ranks {
-    /// Joins the process group the environment describes, or none for one rank.
-    /// `DITBENCH_DIST_TIMEOUT_S` overrides the collective timeout (default 3600 s).
+    /// Joins the process group the environment describes, or none for one rank (unless
+    /// `DITBENCH_DIST=1`, which builds a group of one, so that the all-reduce path can
+    /// be measured against none). `DITBENCH_DIST_TIMEOUT_S` overrides the collective
+    /// timeout (default 3600 s).
     pub fn from_env() -> Result<Ranks, TrainError> {
-        if world_size_from_env() <= 1 {
+        if world_size_from_env() <= 1 && std::env::var("DITBENCH_DIST").map_or(true, |v| v != "1") {
             return Ok(Ranks::default());
         }
         let mut opts = InitOptions::from_env()?;
