@@ -33,14 +33,7 @@ ap.add_argument("--steps", type=int, default=6)
 a = ap.parse_args()
 
 
-def _sdpa_forward(self, x):
-    n, tokens, dim = x.shape
-    qkv = self.qkv(x).reshape(n, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-    out = torch.nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-    return self.proj(out.transpose(1, 2).reshape(n, tokens, dim))
-
-
-ref.Attention.forward = _sdpa_forward
+ref.use_sdpa_attention()
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
 

@@ -8,26 +8,19 @@
 //! BENCH_IMAGE (32 px), BENCH_THREADS (2), BENCH_STEPS timed per round (30),
 //! BENCH_WARMUP (5), BENCH_ROUNDS (3), BENCH_LOG_EVERY (10).
 
+mod common;
+
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use common::{cpu_name, env_or, median, repo_root};
 use ditbench_data::{Builtin, BUILTIN_CLASSES};
 use ditbench_eval::npz::SampleArchiveWriter;
 use ditbench_model::config::DiTConfig;
 use ditbench_track::Store;
 use ditbench_train::config::{AdamWConfigSerde, DataConfig, RunConfig, TrainConfig};
 use ditbench_train::{train, Outcome, Progress, Provenance};
-
-fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
-}
 
 /// Times the steps after the warm-up, as the progress callbacks see them.
 struct Clock {
@@ -115,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         eval: None,
     };
 
-    let root = std::path::Path::new(&manifest_dir()).join("../..");
+    let root = repo_root();
     let python = root.join(".venv/bin/python");
     let script = root.join("scripts/bench/train_loop_torch.py");
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -143,10 +136,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("round {}/{rounds}: ditbench {:.1} img/s, PyTorch {:.1} img/s", round + 1, ours[round], theirs[round]);
     }
     let (m_ours, m_theirs) = (median(&mut ours), median(&mut theirs));
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_default();
+    let cpu = cpu_name();
     println!(
         "whole training loop, DiT-{model_name} (depth {}), built-in dataset {image} px, batch {batch}, {threads} threads, 1 loader worker, CPU ({cpu})",
         model.depth
@@ -159,8 +149,3 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// This crate's folder, read when the benchmark runs (the shared build cache may hold a
-/// binary compiled in another checkout).
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-}

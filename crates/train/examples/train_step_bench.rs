@@ -6,23 +6,16 @@
 //! Environment: BENCH_MODEL (S/2), BENCH_BATCH (8), BENCH_INPUT (32), BENCH_THREADS (2),
 //! BENCH_STEPS per round (10), BENCH_ROUNDS (3), BENCH_WARMUP (3).
 
+mod common;
+
 use std::process::Command;
 use std::time::Instant;
 
+use common::{cpu_name, env_or, median, repo_root};
 use ditbench_diffusion::GaussianDiffusion;
 use ditbench_model::{config::DiTConfig, Model};
 use ditbench_train::{train_step, AdamW, AdamWConfig};
 use tch::{Device, Kind, Tensor};
-
-fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
-}
 
 fn main() -> anyhow::Result<()> {
     let model_name: String = env_or("BENCH_MODEL", "S/2".to_string());
@@ -43,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     let x = Tensor::randn([batch, 4, input, input], (Kind::Float, Device::Cpu));
     let y = Tensor::randint(1000, [batch], (Kind::Int64, Device::Cpu));
 
-    let root = std::path::Path::new(&manifest_dir()).join("../..");
+    let root = repo_root();
     let python = root.join(".venv/bin/python");
     let script = root.join("scripts/bench/train_step_torch.py");
 
@@ -73,10 +66,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("round {}/{rounds} done", round + 1);
     }
     let (m_ours, m_theirs) = (median(&mut ours), median(&mut theirs));
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_default();
+    let cpu = cpu_name();
     println!("training step, DiT-{model_name}, latents {input}x{input}x4, batch {batch}, {threads} threads, CPU ({cpu})");
     println!("steps timed: {} per implementation ({rounds} alternating rounds of {steps}, {warmup} warm-up each)", ours.len());
     println!("{:<28} {:>14}", "implementation", "median s/step");
@@ -86,8 +76,3 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// This crate's folder, read when the test runs: the shared build cache may hold a test
-/// binary compiled in another checkout (CI's clone), whose compile-time path is gone.
-fn manifest_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-}
