@@ -40,6 +40,10 @@ pub struct SampleArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Sample under bf16 autocast (fp32 weights; the VAE decodes in fp32). Keep archives
+    /// of one precision: a resumed archive is not checked for it.
+    #[arg(long)]
+    bf16: bool,
     /// The archive (.npz); an unfinished one with the same settings is continued.
     #[arg(long)]
     out: PathBuf,
@@ -56,7 +60,7 @@ pub fn run(store_path: &Path, a: &SampleArgs) -> Result<()> {
     let (step, ckpt) = find_checkpoint(&dir, a.step)?;
     let device = ditbench_train::run::pick_device(&a.device)?;
     let model = load_ema(&ckpt, &cfg.model, device)?;
-    let spec = SampleSpec { num: a.num, batch: a.batch, sampling, cfg_scale: a.cfg_scale, cfg_mode: a.cfg_mode, seed: a.seed };
+    let spec = SampleSpec { num: a.num, batch: a.batch, sampling, cfg_scale: a.cfg_scale, cfg_mode: a.cfg_mode, seed: a.seed, bf16: a.bf16 };
     eprintln!(
         "sampling {} images from {} (EMA, step {step}): {} {} steps, cfg {} ({:?}), class-balanced labels (i mod {}), seed {}",
         a.num, a.run, a.sampler, a.sampling_steps, a.cfg_scale, a.cfg_mode, cfg.model.num_classes, a.seed

@@ -13,6 +13,7 @@ use ditbench_data::LatentFolder;
 use ditbench_model::vae::Vae;
 use ditbench_model::{CfgMode, DiTConfig, Model};
 use ditbench_runconfig::RunConfig;
+use ditbench_torchext::AutocastGuard;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{list_checkpoints, step_seed};
@@ -120,7 +121,7 @@ pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBu
 }
 
 /// What to sample.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SampleSpec {
     pub num: usize,
     pub batch: usize,
@@ -130,6 +131,48 @@ pub struct SampleSpec {
     /// Noise seed; batch k draws from (seed, k), so a resumed archive continues with
     /// exactly the samples an uninterrupted one would have.
     pub seed: u64,
+    /// Run the DiT under bf16 autocast (the VAE decoder stays fp32). Faster on GPUs; its
+    /// effect on FID is what `just gpu-check` measures.
+    pub bf16: bool,
+}
+
+/// What an unfinished archive was started with, kept beside its chunks: continuing it
+/// with other settings (sampler, guidance, seed, precision, model) would mix two
+/// distributions in one archive, so that is refused.
+fn check_settings(out: &Path, spec: &SampleSpec, model: &str) -> Result<(), TrainError> {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq)]
+    struct Settings {
+        model: String,
+        spec: SampleSpec,
+    }
+    let mut path = out.as_os_str().to_owned();
+    path.push(".parts/settings.json");
+    let path = PathBuf::from(path);
+    let now = Settings { model: model.to_string(), spec: spec.clone() };
+    let io = |e| TrainError::Io { path: path.clone(), source: e };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let then: Settings = serde_json::from_str(&text)
+                .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+            // The count may grow: continuing to a larger --num is what resuming is for.
+            let same = then.model == now.model && SampleSpec { num: spec.num, ..then.spec.clone() } == now.spec;
+            if !same {
+                return Err(TrainError::Config(format!(
+                    "{} was started with other settings ({} {:?}); now {} {:?}: use another --out, or the same settings",
+                    out.display(),
+                    then.model,
+                    then.spec,
+                    now.model,
+                    now.spec
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, serde_json::to_string_pretty(&now).expect("serialisable")).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// Samples `spec.num` class-balanced images into an ADM-format archive (`arr_0` uint8
@@ -164,6 +207,7 @@ pub fn sample_to_archive(
     };
     let eval = |e: ditbench_eval::EvalError| TrainError::Eval(e.to_string());
     let mut w = SampleArchiveWriter::open(out, size, size, true).map_err(eval)?;
+    check_settings(out, spec, &mc.name)?;
     let mut done = w.len();
     if done % spec.batch != 0 && done < spec.num {
         return Err(TrainError::Config(format!(
@@ -178,7 +222,11 @@ pub fn sample_to_archive(
         tch::manual_seed(step_seed(spec.seed ^ 0x5A4D_B1E5, (done / spec.batch) as u64));
         let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
         let y = balanced_labels(done, n, mc.num_classes, device);
-        let x = decoder.decode(sample_batch(model, &diffusion, sampler, z, &y, spec.cfg_scale, spec.cfg_mode)?);
+        let x = {
+            let _autocast = if spec.bf16 { Some(AutocastGuard::new(device, Kind::BFloat16)?) } else { None };
+            sample_batch(model, &diffusion, sampler, z, &y, spec.cfg_scale, spec.cfg_mode)?.to_kind(Kind::Float)
+        };
+        let x = decoder.decode(x);
         // sample_ddp.py: clamp(127.5 x + 128, 0, 255) → uint8 (truncation), NHWC.
         let u8s = (x * 127.5 + 128.0).clamp(0.0, 255.0).permute([0, 2, 3, 1]).to_kind(Kind::Uint8).to_device(Device::Cpu);
         let labels = Vec::<i64>::try_from(y.to_device(Device::Cpu))?;

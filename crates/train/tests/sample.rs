@@ -30,7 +30,7 @@ fn tiny(in_channels: i64) -> Model {
 }
 
 fn spec(num: usize, cfg_scale: f64) -> SampleSpec {
-    SampleSpec { num, batch: 4, sampling: "ddim3".into(), cfg_scale, cfg_mode: CfgMode::Paper, seed: 7 }
+    SampleSpec { num, batch: 4, sampling: "ddim3".into(), cfg_scale, cfg_mode: CfgMode::Paper, seed: 7, bf16: false }
 }
 
 #[test]
@@ -74,4 +74,43 @@ fn latent_models_without_their_vae_and_missing_checkpoints_are_refused() {
     assert!(err.contains("VAE"), "{err}");
     let err = find_checkpoint(dir.path(), Some(5)).unwrap_err().to_string();
     assert!(err.contains("no checkpoint at step 5") && err.contains("available steps: none"), "{err}");
+}
+
+#[test]
+fn an_unfinished_archive_continues_only_with_its_own_settings() {
+    let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let model = tiny(3);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.npz");
+    // Stopped after the first batch of 4 (a panic in the progress callback stands in
+    // for a kill).
+    let r = std::panic::catch_unwind(|| {
+        sample_to_archive(&model, &Decoder::Pixels, &spec(8, 1.0), &out, &mut |d, _| assert!(d < 4, "stop")).unwrap();
+    });
+    assert!(r.is_err());
+    let err = sample_to_archive(&model, &Decoder::Pixels, &spec(8, 2.0), &out, &mut |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("other settings") && err.contains("cfg_scale: 1.0"), "{err}");
+    let bf16 = SampleSpec { bf16: true, ..spec(8, 1.0) };
+    assert!(sample_to_archive(&model, &Decoder::Pixels, &bf16, &out, &mut |_, _| {}).is_err());
+    // The same settings (and a larger count) continue it.
+    sample_to_archive(&model, &Decoder::Pixels, &spec(12, 1.0), &out, &mut |_, _| {}).unwrap();
+    assert_eq!(NpzReader::open(&out).unwrap().read("arr_0").unwrap().shape, vec![12, 8, 8, 3]);
+}
+
+#[test]
+fn bf16_sampling_stays_close_to_fp32() {
+    let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let model = tiny(3);
+    let dir = tempfile::tempdir().unwrap();
+    let mut px = Vec::new();
+    for bf16 in [false, true] {
+        let out = dir.path().join(format!("s{bf16}.npz"));
+        sample_to_archive(&model, &Decoder::Pixels, &SampleSpec { bf16, ..spec(8, 1.0) }, &out, &mut |_, _| {}).unwrap();
+        let NpyData::U8(p) = NpzReader::open(&out).unwrap().read("arr_0").unwrap().data else { panic!() };
+        px.push(p);
+    }
+    // Same noise and labels: bf16 moves pixels by a few levels at most, not nothing.
+    let diffs: Vec<i32> = px[0].iter().zip(&px[1]).map(|(&a, &b)| (a as i32 - b as i32).abs()).collect();
+    let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+    assert!(mean > 0.0 && mean < 4.0, "mean |Δ| {mean} levels");
 }
