@@ -4,6 +4,7 @@ mod doctor;
 mod fid;
 mod latents;
 mod models;
+mod ranks;
 #[cfg(feature = "query")]
 mod report;
 #[cfg(feature = "query")]
@@ -89,7 +90,7 @@ fn main() {
         Command::Runs(args) => runs::run(&store, args).map(|()| 0),
         Command::Sweep(args) => sweep::run(&store, args),
         Command::Fid(args) => fid::run(args).map(|()| 0),
-        Command::Sample(args) => sample::run(&store, &args).map(|()| 0),
+        Command::Sample(args) => sample::run(&store, &args),
         #[cfg(feature = "query")]
         Command::Report(args) => report::run_report(&store, &args).map(|()| 0),
     };

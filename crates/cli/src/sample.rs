@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ditbench_model::CfgMode;
 use ditbench_track::Store;
+use ditbench_train::ranks::Ranks;
 use ditbench_train::sample::{find_checkpoint, load_ema, sample_to_archive, SampleSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -40,6 +41,13 @@ pub struct SampleArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// libtorch intra-op threads on the CPU (default: libtorch's).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Shard the sampling over N local ranks (one per GPU), as sample_ddp.py: rank r
+    /// draws batches r, r + N, …; the archive equals one process's, byte for byte.
+    #[arg(long, default_value_t = 1)]
+    nproc_per_node: usize,
     /// Sample under bf16 autocast (fp32 weights; the VAE decodes in fp32). Keep archives
     /// of one precision: a resumed archive is not checked for it.
     #[arg(long)]
@@ -49,7 +57,10 @@ pub struct SampleArgs {
     out: PathBuf,
 }
 
-pub fn run(store_path: &Path, a: &SampleArgs) -> Result<()> {
+pub fn run(store_path: &Path, a: &SampleArgs) -> Result<i32> {
+    if a.nproc_per_node > 1 && std::env::var_os("WORLD_SIZE").is_none() {
+        return crate::ranks::launch(a.nproc_per_node);
+    }
     let sampling = match a.sampler.as_str() {
         "ddpm" => a.sampling_steps.to_string(),
         "ddim" => format!("ddim{}", a.sampling_steps),
@@ -58,20 +69,35 @@ pub fn run(store_path: &Path, a: &SampleArgs) -> Result<()> {
     let store = Store::open_read_only(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
     let (cfg, dir) = ditbench_train::run::registered_config(&store, &a.run)?;
     let (step, ckpt) = find_checkpoint(&dir, a.step)?;
-    let device = ditbench_train::run::pick_device(&a.device)?;
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t as i32);
+    }
+    let mut ranks = Ranks::from_env()?;
+    let lead = ranks.rank() == 0;
+    let device = ranks.device_or(ditbench_train::run::pick_device(&a.device)?);
     let model = load_ema(&ckpt, &cfg.model, device)?;
     let spec = SampleSpec { num: a.num, batch: a.batch, sampling, cfg_scale: a.cfg_scale, cfg_mode: a.cfg_mode, seed: a.seed, bf16: a.bf16 };
-    eprintln!(
-        "sampling {} images from {} (EMA, step {step}): {} {} steps, cfg {} ({:?}), class-balanced labels (i mod {}), seed {}",
-        a.num, a.run, a.sampler, a.sampling_steps, a.cfg_scale, a.cfg_mode, cfg.model.num_classes, a.seed
-    );
-    let bar = std::io::stderr().is_terminal().then(|| {
+    if lead {
+        eprintln!(
+            "sampling {} images from {} (EMA, step {step}): {} {} steps, cfg {} ({:?}), class-balanced labels (i mod {}), seed {}{}",
+            a.num,
+            a.run,
+            a.sampler,
+            a.sampling_steps,
+            a.cfg_scale,
+            a.cfg_mode,
+            cfg.model.num_classes,
+            a.seed,
+            if ranks.world() > 1 { format!(", {} ranks", ranks.world()) } else { String::new() }
+        );
+    }
+    let bar = (lead && std::io::stderr().is_terminal()).then(|| {
         let b = ProgressBar::new(a.num as u64);
         b.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} samples [{elapsed_precise} < {eta_precise}]").expect("valid template"));
         b
     });
     let decoder = ditbench_train::sample::Decoder::for_run(&cfg, device)?;
-    let path = sample_to_archive(&model, &decoder, &spec, &a.out, &mut |done, _| {
+    let path = sample_to_archive(&model, &decoder, &spec, &a.out, &mut ranks, &mut |done, _| {
         if let Some(b) = &bar {
             b.set_position(done as u64);
         }
@@ -79,6 +105,8 @@ pub fn run(store_path: &Path, a: &SampleArgs) -> Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    println!("{}: {} samples (arr_0 uint8 N×H×W×3, arr_1 labels)", path.display(), a.num);
-    Ok(())
+    if let Some(path) = path {
+        println!("{}: {} samples (arr_0 uint8 N×H×W×3, arr_1 labels)", path.display(), a.num);
+    }
+    Ok(0)
 }

@@ -243,6 +243,33 @@ fn a_killed_rank_stops_every_rank_and_the_run_resumes() {
     assert!(log.contains("resumed from"), "{log}");
 }
 
+/// Sharded sampling (sample_ddp.py's split): 2 ranks over Gloo write the archive one
+/// process writes, byte for byte (batch k's noise depends on k only).
+#[test]
+fn sampling_on_two_ranks_writes_the_same_archive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let out = ditbench().arg("--store").arg(&store).args(DP_ARGS).args(["--steps", "2"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = walk(&store).into_iter().find(|p| p.ends_with("config.toml")).unwrap();
+    let id = id.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+    let mut archives = vec![];
+    for ranks in ["1", "2"] {
+        let path = tmp.path().join(format!("s{ranks}.npz"));
+        let out = ditbench()
+            .arg("--store")
+            .arg(&store)
+            .args(["sample", "--run", &id, "--num", "10", "--batch", "4", "--sampling-steps", "3", "--sampler", "ddim"])
+            .args(["--device", "cpu", "--nproc-per-node", ranks, "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        archives.push(std::fs::read(&path).unwrap());
+    }
+    assert!(archives[0] == archives[1], "the sharded archive differs from the single-process one");
+}
+
 /// The sweep path end to end with the real binary: plan, run (two runs as two processes,
 /// each trained and evaluated by FD), status, a rerun that finds nothing to do, the
 /// report from the store, and a changed spec refused without `--new`.

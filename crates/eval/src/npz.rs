@@ -612,6 +612,22 @@ impl SampleArchiveWriter {
     /// Appends N images (`images`: N·H·W·3 bytes, NHWC) and, when the archive has labels,
     /// N class labels.
     pub fn append(&mut self, images: &[u8], labels: Option<&[i64]>) -> Result<(), EvalError> {
+        let n = self.put_chunk(self.chunks, images, labels)?;
+        self.chunks += 1;
+        self.n += n;
+        Ok(())
+    }
+
+    /// Whether chunk `i` is complete on disk.
+    pub fn has_chunk(&self, i: usize) -> bool {
+        self.chunk_path(i, false).exists()
+    }
+
+    /// Writes chunk `i` directly (not after the last one): how several processes fill one
+    /// archive, each its own chunks. This writer's count does not change; reopening the
+    /// archive counts every chunk that is there, in order, up to the first gap. Returns
+    /// the number of images written.
+    pub fn put_chunk(&self, i: usize, images: &[u8], labels: Option<&[i64]>) -> Result<usize, EvalError> {
         let what = self.path.display().to_string();
         let per = self.height * self.width * 3;
         if images.is_empty() || images.len() % per != 0 {
@@ -631,18 +647,27 @@ impl SampleArchiveWriter {
         // Labels first: an images chunk is the commit point that `open` counts.
         if let Some(l) = labels {
             let a = NpyArray { shape: vec![n], data: NpyData::I64(l.to_vec()) };
-            write_file_atomic(&self.chunk_path(self.chunks, true), &npy_bytes(&a))?;
+            write_file_atomic(&self.chunk_path(i, true), &npy_bytes(&a))?;
         }
         let mut bytes = npy_header_bytes(DType::U8, &[n, self.height, self.width, 3]);
         bytes.extend_from_slice(images);
-        write_file_atomic(&self.chunk_path(self.chunks, false), &bytes)?;
-        self.chunks += 1;
-        self.n += n;
-        Ok(())
+        write_file_atomic(&self.chunk_path(i, false), &bytes)?;
+        Ok(n)
     }
 
     /// Appends a uint8 N×H×W×3 tensor (any device) and optional labels.
     pub fn append_tensor(&mut self, images: &Tensor, labels: Option<&[i64]>) -> Result<(), EvalError> {
+        let bytes = self.tensor_bytes(images)?;
+        self.append(&bytes, labels)
+    }
+
+    /// [`put_chunk`](Self::put_chunk) for a uint8 N×H×W×3 tensor (any device).
+    pub fn put_chunk_tensor(&self, i: usize, images: &Tensor, labels: Option<&[i64]>) -> Result<usize, EvalError> {
+        let bytes = self.tensor_bytes(images)?;
+        self.put_chunk(i, &bytes, labels)
+    }
+
+    fn tensor_bytes(&self, images: &Tensor) -> Result<Vec<u8>, EvalError> {
         let size = images.size();
         if images.kind() != Kind::Uint8 || size.len() != 4 || size[1..] != [self.height as i64, self.width as i64, 3] {
             return Err(bad(self.path.display().to_string(), format!(
@@ -650,8 +675,7 @@ impl SampleArchiveWriter {
             )));
         }
         let flat = images.f_to(tch::Device::Cpu)?.f_contiguous()?.f_reshape([-1])?;
-        let bytes = Vec::<u8>::try_from(&flat)?;
-        self.append(&bytes, labels)
+        Ok(Vec::<u8>::try_from(&flat)?)
     }
 
     /// Writes `<path>` (arr_0 and, with labels, arr_1) and removes the parts folder.

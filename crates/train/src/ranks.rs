@@ -55,6 +55,15 @@ impl Ranks {
         self.group.as_ref().map_or(1, ProcessGroup::world_size)
     }
 
+    /// The device this rank trains on: under NCCL the GPU of its local rank (the
+    /// official multi-node bug used the global rank), else `configured`.
+    pub fn device_or(&self, configured: Device) -> Device {
+        match &self.group {
+            Some(g) if g.backend() == ditbench_dist::Backend::Nccl => Device::Cuda(g.local_rank()),
+            _ => configured,
+        }
+    }
+
     /// True on every rank when `flag` is true on any.
     pub fn any(&mut self, flag: bool) -> Result<bool, TrainError> {
         let Some(g) = &mut self.group else { return Ok(flag) };
@@ -85,6 +94,14 @@ impl Ranks {
         let Some(g) = &mut self.group else { return Ok(()) };
         let mut t: Vec<Tensor> = tensors.iter().map(Tensor::shallow_clone).collect();
         tch::no_grad(|| g.broadcast(&mut t, 0))?;
+        Ok(())
+    }
+
+    /// Waits until every rank gets here.
+    pub fn barrier(&mut self) -> Result<(), TrainError> {
+        if let Some(g) = &mut self.group {
+            g.barrier()?;
+        }
         Ok(())
     }
 }

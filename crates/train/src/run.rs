@@ -210,12 +210,7 @@ pub fn train(
     // torchrun's or Slurm's variables): rank 0 alone writes to the store.
     let mut ranks = Ranks::from_env()?;
     let lead = ranks.rank() == 0;
-    let device = match &ranks.group {
-        // Each rank drives the GPU of its local rank (the official multi-node bug used
-        // the global rank).
-        Some(g) if g.backend() == ditbench_dist::Backend::Nccl => Device::Cuda(g.local_rank()),
-        _ => pick_device(&t.device)?,
-    };
+    let device = ranks.device_or(pick_device(&t.device)?);
     if t.batch_size % ranks.world() != 0 {
         return Err(TrainError::Config(format!(
             "train.batch_size {} is not divisible by the {} ranks",

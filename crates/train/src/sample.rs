@@ -17,6 +17,7 @@ use ditbench_torchext::AutocastGuard;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{list_checkpoints, step_seed};
+use crate::ranks::Ranks;
 use crate::TrainError;
 
 /// The sampler a respacing string names: `ddimN` → DDIM (η = 0), anything else → DDPM.
@@ -178,13 +179,20 @@ fn check_settings(out: &Path, spec: &SampleSpec, model: &str) -> Result<(), Trai
 /// Samples `spec.num` class-balanced images into an ADM-format archive (`arr_0` uint8
 /// N×H×W×3, `arr_1` labels), resuming a partial archive at `out`. Latent models'
 /// samples go through `decoder` (the VAE).
+///
+/// Batch k (noise from `(seed, k)`, labels from its first index) becomes chunk k of the
+/// archive. With several ranks (the official sample_ddp.py's sharding), rank r draws
+/// batches r, r + w, …, and rank 0 assembles the archive once every rank is done: it is
+/// byte for byte the archive one process would write. Returns the archive's path on
+/// rank 0, `None` on the others.
 pub fn sample_to_archive(
     model: &Model,
     decoder: &Decoder,
     spec: &SampleSpec,
     out: &Path,
+    ranks: &mut Ranks,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<PathBuf, TrainError> {
+) -> Result<Option<PathBuf>, TrainError> {
     let mc = model.config().clone();
     if matches!(decoder, Decoder::Pixels) != (mc.in_channels == 3) {
         return Err(TrainError::Config(format!(
@@ -206,22 +214,24 @@ pub fn sample_to_archive(
         Decoder::Vae(v) => (mc.input_size * v.config().downsample_factor()) as usize,
     };
     let eval = |e: ditbench_eval::EvalError| TrainError::Eval(e.to_string());
-    let mut w = SampleArchiveWriter::open(out, size, size, true).map_err(eval)?;
-    check_settings(out, spec, &mc.name)?;
-    let mut done = w.len();
-    if done % spec.batch != 0 && done < spec.num {
-        return Err(TrainError::Config(format!(
-            "{}: holds {done} samples, not a multiple of --batch {}: resume with the batch it was started with",
-            out.display(),
-            spec.batch
-        )));
+    let w = SampleArchiveWriter::open(out, size, size, true).map_err(eval)?;
+    if ranks.rank() == 0 {
+        check_settings(out, spec, &mc.name)?;
     }
-    progress(done.min(spec.num), spec.num);
-    while done < spec.num {
-        let n = spec.batch.min(spec.num - done) as i64;
-        tch::manual_seed(step_seed(spec.seed ^ 0x5A4D_B1E5, (done / spec.batch) as u64));
+    ranks.barrier()?;
+    let batches = spec.num.div_ceil(spec.batch);
+    let (rank, world) = (ranks.rank(), ranks.world());
+    let mut done = (0..batches).filter(|&k| w.has_chunk(k)).map(|k| spec.batch.min(spec.num - k * spec.batch)).sum::<usize>();
+    progress(done, spec.num);
+    for k in (rank..batches).step_by(world) {
+        if w.has_chunk(k) {
+            continue;
+        }
+        let start = k * spec.batch;
+        let n = spec.batch.min(spec.num - start) as i64;
+        tch::manual_seed(step_seed(spec.seed ^ 0x5A4D_B1E5, k as u64));
         let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
-        let y = balanced_labels(done, n, mc.num_classes, device);
+        let y = balanced_labels(start, n, mc.num_classes, device);
         let x = {
             let _autocast = if spec.bf16 { Some(AutocastGuard::new(device, Kind::BFloat16)?) } else { None };
             sample_batch(model, &diffusion, sampler, z, &y, spec.cfg_scale, spec.cfg_mode)?.to_kind(Kind::Float)
@@ -230,9 +240,26 @@ pub fn sample_to_archive(
         // sample_ddp.py: clamp(127.5 x + 128, 0, 255) → uint8 (truncation), NHWC.
         let u8s = (x * 127.5 + 128.0).clamp(0.0, 255.0).permute([0, 2, 3, 1]).to_kind(Kind::Uint8).to_device(Device::Cpu);
         let labels = Vec::<i64>::try_from(y.to_device(Device::Cpu))?;
-        w.append_tensor(&u8s, Some(&labels)).map_err(eval)?;
-        done += n as usize;
+        w.put_chunk_tensor(k, &u8s, Some(&labels)).map_err(eval)?;
+        // Other ranks' chunks land meanwhile; this counts ours (times the world size, an
+        // estimate that reaches the total at the end).
+        done = (done + n as usize * world).min(spec.num);
         progress(done, spec.num);
     }
-    w.finish().map_err(eval)
+    ranks.barrier()?;
+    if rank != 0 {
+        return Ok(None);
+    }
+    // Every chunk in order, as a fresh open counts them.
+    let w = SampleArchiveWriter::open(out, size, size, true).map_err(eval)?;
+    if w.len() != spec.num {
+        return Err(TrainError::Config(format!(
+            "{}: its chunks hold {} images, not --num {}: it was started with another --num or --batch; use another --out",
+            out.display(),
+            w.len(),
+            spec.num
+        )));
+    }
+    progress(spec.num, spec.num);
+    Ok(Some(w.finish().map_err(eval)?))
 }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use ditbench_eval::npz::{NpyData, NpzReader};
 use ditbench_model::{CfgMode, DiTConfig, Model};
+use ditbench_train::ranks::Ranks;
 use ditbench_train::sample::{find_checkpoint, sample_to_archive, Decoder, SampleSpec};
 use tch::Device;
 
@@ -40,10 +41,10 @@ fn archives_are_adm_format_balanced_and_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.npz"), dir.path().join("b.npz"));
     let mut seen = vec![];
-    sample_to_archive(&model, &Decoder::Pixels, &spec(10, 1.0), &a, &mut |d, n| seen.push((d, n))).unwrap();
+    sample_to_archive(&model, &Decoder::Pixels, &spec(10, 1.0), &a, &mut Ranks::default(), &mut |d, n| seen.push((d, n))).unwrap();
     // Unrelated draws from the global generator in between change nothing.
     let _ = tch::Tensor::randn([7], (tch::Kind::Float, Device::Cpu));
-    sample_to_archive(&model, &Decoder::Pixels, &spec(10, 1.0), &b, &mut |_, _| {}).unwrap();
+    sample_to_archive(&model, &Decoder::Pixels, &spec(10, 1.0), &b, &mut Ranks::default(), &mut |_, _| {}).unwrap();
     assert_eq!(seen.last(), Some(&(10, 10)));
 
     let mut r = NpzReader::open(&a).unwrap();
@@ -59,7 +60,7 @@ fn archives_are_adm_format_balanced_and_deterministic() {
 
     // Guidance (doubled batch, null class) gives other samples of the same shape.
     let g = dir.path().join("g.npz");
-    sample_to_archive(&model, &Decoder::Pixels, &spec(4, 4.0), &g, &mut |_, _| {}).unwrap();
+    sample_to_archive(&model, &Decoder::Pixels, &spec(4, 4.0), &g, &mut Ranks::default(), &mut |_, _| {}).unwrap();
     let gi = NpzReader::open(&g).unwrap().read("arr_0").unwrap();
     assert_eq!(gi.shape, vec![4, 8, 8, 3]);
     let NpyData::U8(gpx) = &gi.data else { panic!() };
@@ -70,7 +71,7 @@ fn archives_are_adm_format_balanced_and_deterministic() {
 fn latent_models_without_their_vae_and_missing_checkpoints_are_refused() {
     let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let err = sample_to_archive(&tiny(4), &Decoder::Pixels, &spec(4, 1.0), &dir.path().join("x.npz"), &mut |_, _| {}).unwrap_err().to_string();
+    let err = sample_to_archive(&tiny(4), &Decoder::Pixels, &spec(4, 1.0), &dir.path().join("x.npz"), &mut Ranks::default(), &mut |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("VAE"), "{err}");
     let err = find_checkpoint(dir.path(), Some(5)).unwrap_err().to_string();
     assert!(err.contains("no checkpoint at step 5") && err.contains("available steps: none"), "{err}");
@@ -85,15 +86,15 @@ fn an_unfinished_archive_continues_only_with_its_own_settings() {
     // Stopped after the first batch of 4 (a panic in the progress callback stands in
     // for a kill).
     let r = std::panic::catch_unwind(|| {
-        sample_to_archive(&model, &Decoder::Pixels, &spec(8, 1.0), &out, &mut |d, _| assert!(d < 4, "stop")).unwrap();
+        sample_to_archive(&model, &Decoder::Pixels, &spec(8, 1.0), &out, &mut Ranks::default(), &mut |d, _| assert!(d < 4, "stop")).unwrap();
     });
     assert!(r.is_err());
-    let err = sample_to_archive(&model, &Decoder::Pixels, &spec(8, 2.0), &out, &mut |_, _| {}).unwrap_err().to_string();
+    let err = sample_to_archive(&model, &Decoder::Pixels, &spec(8, 2.0), &out, &mut Ranks::default(), &mut |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("other settings") && err.contains("cfg_scale: 1.0"), "{err}");
     let bf16 = SampleSpec { bf16: true, ..spec(8, 1.0) };
-    assert!(sample_to_archive(&model, &Decoder::Pixels, &bf16, &out, &mut |_, _| {}).is_err());
+    assert!(sample_to_archive(&model, &Decoder::Pixels, &bf16, &out, &mut Ranks::default(), &mut |_, _| {}).is_err());
     // The same settings (and a larger count) continue it.
-    sample_to_archive(&model, &Decoder::Pixels, &spec(12, 1.0), &out, &mut |_, _| {}).unwrap();
+    sample_to_archive(&model, &Decoder::Pixels, &spec(12, 1.0), &out, &mut Ranks::default(), &mut |_, _| {}).unwrap();
     assert_eq!(NpzReader::open(&out).unwrap().read("arr_0").unwrap().shape, vec![12, 8, 8, 3]);
 }
 
@@ -105,7 +106,7 @@ fn bf16_sampling_stays_close_to_fp32() {
     let mut px = Vec::new();
     for bf16 in [false, true] {
         let out = dir.path().join(format!("s{bf16}.npz"));
-        sample_to_archive(&model, &Decoder::Pixels, &SampleSpec { bf16, ..spec(8, 1.0) }, &out, &mut |_, _| {}).unwrap();
+        sample_to_archive(&model, &Decoder::Pixels, &SampleSpec { bf16, ..spec(8, 1.0) }, &out, &mut Ranks::default(), &mut |_, _| {}).unwrap();
         let NpyData::U8(p) = NpzReader::open(&out).unwrap().read("arr_0").unwrap().data else { panic!() };
         px.push(p);
     }
