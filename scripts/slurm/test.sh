@@ -16,6 +16,7 @@
 #    and resumed from the very step they were preempted at (their Slurm logs).
 # 3. `sweep cancel` on a second sweep: it returns once the tasks are gone, they do not
 #    come back (a cancelled task is not requeued), and both runs are cancelled.
+# 4. `launcher.gpus_per_run = 2`: one run trained by two srun tasks (Gloo) to the end.
 #
 # Env: DITBENCH_BIN (default ~/.cache/ditbench/target/debug/ditbench),
 #      SLURM_TEST_TIMEOUT_S (default 300), KEEP=1 keeps the temp dir.
@@ -190,5 +191,26 @@ CJ=$(status_json "$CSPEC")
 [ "$(jq '[.[] | select(.status == "cancelled")] | length' <<<"$CJ")" = 2 ] \
     || fail "after sweep cancel the runs are not all cancelled: $(jq -c '[.[] | {id, status}]' <<<"$CJ")"
 say "ok: sweep cancel stopped job $CJOB for good and marked both runs cancelled"
+
+# ---- 4. a data-parallel run: launcher.gpus_per_run = 2 → two tasks started by srun,
+# which meet through Slurm's variables (Gloo on this CPU node) and train one run
+DSPEC=$T/slurm-e2e-ranks.toml
+sed -e 's/^name = .*/name = "slurm-e2e-ranks"/' -e 's/^steps = .*/steps = 40/' \
+    -e 's/^size = .*/size = ["S"]/' -e 's/^retries = .*/retries = 0\ngpus_per_run = 2/' "$SPEC" > "$DSPEC"
+grep -q '^gpus_per_run = 2' "$DSPEC" || fail "could not derive the data-parallel spec"
+OUT=$("$BIN" --store "$S" sweep run "$DSPEC" --launcher slurm 2>/dev/null) || fail "sweep run (ranks part) failed: $OUT"
+DJOB=$(sed -n 's/^submitted array job \([0-9]\+\) .*/\1/p' <<<"$OUT")
+[ -n "$DJOB" ] || fail "no job id in: $OUT"
+JOBS="$JOB $CJOB $DJOB"
+grep -q '^#SBATCH --ntasks=2$' "$S"/slurm-e2e-ranks/slurm/*.sbatch || fail "the script does not ask for 2 tasks"
+while [ -n "$(queue "$DJOB")" ]; do
+    check_time "ranks part: job $DJOB still queued: $(queue "$DJOB")"
+    sleep 0.5
+done
+DJ=$(status_json "$DSPEC")
+[ "$(jq -r '.[0].status' <<<"$DJ")" = finished ] \
+    || fail "the 2-rank run did not finish: $(jq -c . <<<"$DJ"); log: $(cat "$S"/slurm-e2e-ranks/slurm/*.out)"
+grep -q "× 2 ranks (Gloo)" "$S"/slurm-e2e-ranks/*/log.txt || fail "the run's log does not show 2 ranks: $(cat "$S"/slurm-e2e-ranks/*/log.txt)"
+say "ok: job $DJOB trained one run on 2 srun tasks (Gloo) to the end"
 
 say "PASS in $(( $(date +%s) - T0 ))s (requeue part ${ELAPSED}s; jobs $JOBS)"
