@@ -181,6 +181,9 @@ pub struct EvalConfig {
     /// Sampling batch.
     #[serde(default = "default_eval_batch")]
     pub batch: usize,
+    /// Sample under bf16 autocast (recorded in the evals row's sampler, "ddim+bf16").
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bf16: bool,
 }
 
 fn default_extractor() -> String {

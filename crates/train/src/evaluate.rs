@@ -17,6 +17,7 @@ use ditbench_eval::stats::{FeatureStats, StatsAccumulator};
 use ditbench_eval::FeatureExtractor;
 use ditbench_model::{CfgMode, Model};
 use ditbench_runconfig::{EvalConfig, RunConfig};
+use ditbench_torchext::AutocastGuard;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::step_seed;
@@ -131,7 +132,11 @@ impl Evaluator {
             let n = e.batch.min(e.num_samples - done) as i64;
             let y = balanced_labels(done, n, mc.num_classes, device);
             let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
-            let x = decoder.decode(sample_batch(ema, &diffusion, sampler, z, &y, e.cfg_scale, CfgMode::Paper)?);
+            let x = {
+                let _autocast = if e.bf16 { Some(AutocastGuard::new(device, Kind::BFloat16)?) } else { None };
+                sample_batch(ema, &diffusion, sampler, z, &y, e.cfg_scale, CfgMode::Paper)?.to_kind(Kind::Float)
+            };
+            let x = decoder.decode(x);
             let feats = self.extractor.features(&x.clamp(-1.0, 1.0)).map_err(eval_err)?;
             acc.push(&feats).map_err(eval_err)?;
             done += n as usize;
@@ -143,7 +148,11 @@ impl Evaluator {
             value,
             num_samples: e.num_samples,
             extractor: self.extractor.name().to_string(),
-            sampler: if matches!(sampler, Reverse::Ddpm) { "ddpm".into() } else { "ddim".into() },
+            sampler: format!(
+                "{}{}",
+                if matches!(sampler, Reverse::Ddpm) { "ddpm" } else { "ddim" },
+                if e.bf16 { "+bf16" } else { "" }
+            ),
             sampling_steps: diffusion.num_timesteps() as i64,
             cfg_scale: e.cfg_scale,
             seconds: t0.elapsed().as_secs_f64(),

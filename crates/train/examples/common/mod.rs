@@ -1,4 +1,6 @@
 //! Helpers shared by the training benchmarks (`train_step_bench`, `train_loop_bench`).
+//! (Each example uses some of them.)
+#![allow(dead_code)]
 
 /// `k` from the environment, parsed, else `d`.
 pub fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
