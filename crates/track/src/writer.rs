@@ -168,8 +168,9 @@ pub struct CloseReport {
 ///
 /// * [`log`](Self::log) / [`log_at`](Self::log_at) / [`log_eval`](Self::log_eval)
 ///   only buffer in memory;
-/// * [`flush`](Self::flush) appends one record batch per table to the current segment
-///   and fsyncs it: when it returns, those rows survive a kill -9 or power loss;
+/// * [`flush`](Self::flush) appends one record batch per table to the current segment:
+///   when it returns, those rows survive a kill -9 (and a power loss too with
+///   [`Durability::Machine`]; [`sync`](Self::sync) gives that guarantee on demand);
 /// * [`close`](Self::close) flushes, compacts all segments into `metrics.parquet` /
 ///   `evals.parquet` and writes the run's summaries to the registry.
 ///
@@ -398,9 +399,9 @@ impl MetricWriter {
             .flatten()
         {
             // The end-of-stream marker is pushed to the OS but not fsynced: every row
-            // is already durable from the flush above, readers accept a segment without
-            // the marker, and compaction below durably rewrites the rows as Parquet.
-            // (Two fsyncs fewer per run; logging is fsync-bound.)
+            // was handed over by the flush above, readers accept a segment without the
+            // marker, and compaction below durably rewrites the rows as Parquet.
+            // (Two fsyncs fewer per run.)
             let mut w = seg.writer;
             w.finish()?;
             w.get_mut().flush().ctx("write segment", &seg.path)?;
