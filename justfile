@@ -112,8 +112,11 @@ bench-store: setup
 # or `report` commands), stripped, into gpu-bin/ (ignored by git; carried to the machine).
 gpu-build: setup
     cargo build --locked --release -p ditbench --no-default-features
-    mkdir -p gpu-bin && cp "$CARGO_TARGET_DIR/release/ditbench" gpu-bin/ditbench && strip gpu-bin/ditbench
-    ls -l gpu-bin/ditbench
+    cargo build --locked --release -p ditbench-train --example bf16_sampling_fd
+    mkdir -p gpu-bin
+    cp "$CARGO_TARGET_DIR/release/ditbench" "$CARGO_TARGET_DIR/release/examples/bf16_sampling_fd" gpu-bin/
+    strip gpu-bin/ditbench gpu-bin/bf16_sampling_fd
+    ls -l gpu-bin
 
 # GPU numbers (issue 4 §3, issue 8 §4) on a machine with one NVIDIA GPU, from
 # gpu-bin/ditbench (`just gpu-build`) and the machine's own torch; prints a table (and

@@ -15,7 +15,9 @@
 #  3. the same ditbench run with activation checkpointing: peak memory saved;
 #  4. DiT-S/2, 200 steps: mean loss of bf16 against fp32 (target within 2%);
 #  5. the NCCL group at world size 1 with the all-reduce path in training: step time
-#     against no process group.
+#     against no process group;
+#  6. bf16 against fp32 sampling: FD shift of the demo's XL member against the noise
+#     floor (gpu-bin/bf16_sampling_fd, built by `just gpu-build` too).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN="$(readlink -f "${1:-gpu-bin/ditbench}")"
@@ -90,12 +92,22 @@ RUN_DD="$(DITBENCH_DIST=1 RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1
     train dd --model "$S2" --batch-size "$S2_BATCH" --steps 100 --log-every 50 --precision bf16 --seed 2)"
 ND="$(stats "$RUN_ND")"; DD="$(stats "$RUN_DD")"; echo "none $ND"; echo "group $DD"
 grep -h "ranks" "$RUN_DD/log.txt" | head -1 || true
+echo "== 6. bf16 vs fp32 sampling: FD shift against the sampling noise floor"
+FD_BIN="$(dirname "$BIN")/bf16_sampling_fd"
+if [ -x "$FD_BIN" ]; then
+    if [ "$DRY" = 1 ]; then FD_OUT="$("$FD_BIN" 20 cpu)"; else FD_OUT="$("$FD_BIN" 1000 cuda)"; fi
+    echo "$FD_OUT"
+else
+    FD_OUT="(not run: $FD_BIN missing)"; echo "$FD_OUT"
+fi
 
-"$PY" - "$MATMUL" "$A" "$B" "$C" "$BF" "$FP" "$ND" "$DD" "$DRY" <<'EOF' | tee "${OUT:-$WORK}/gpu-check.md"
+"$PY" - "$MATMUL" "$A" "$B" "$C" "$BF" "$FP" "$ND" "$DD" "$DRY" "$FD_OUT" <<'EOF' | tee "${OUT:-$WORK}/gpu-check.md"
 import json, sys
 matmul = float(sys.argv[1])
 a, b, c, bf, fp, nd, dd = (json.loads(x) for x in sys.argv[2:9])
 dry = sys.argv[9] == "1"
+fd_lines = [l for l in sys.argv[10].splitlines() if l.startswith("FD_builtin")]
+fd = lambda i: fd_lines[i].split(":")[1].split("(")[0].strip() if len(fd_lines) > i else "not run"
 ok = lambda cond: "met" if cond else "MISSED"
 rows = [
     ("bf16 matmul 8192³ (PyTorch)", f"{matmul:.1f} TFLOP/s", "", ""),
@@ -106,6 +118,7 @@ rows = [
     ("activation checkpointing: peak memory", f"{c['mem_gib']} GiB vs {a['mem_gib']} GiB, {c['images_per_s']:.1f} img/s", "", ""),
     ("S/2 200 steps mean loss bf16 / fp32", f"{bf['mean_loss']:.5f} / {fp['mean_loss']:.5f} ({100 * abs(bf['mean_loss'] / fp['mean_loss'] - 1):.2f}%)", "within 2%", ok(abs(bf['mean_loss'] / fp['mean_loss'] - 1) < 0.02)),
     ("NCCL group of 1 vs none, step time", f"{nd['images_per_s'] / dd['images_per_s']:.3f}x ({dd['images_per_s']:.0f} vs {nd['images_per_s']:.0f} img/s)", "", ""),
+    ("sampling FD: fp32 / fp32 other noise / bf16", f"{fd(0)} / {fd(1)} / {fd(2)}", "bf16 shift within the noise floor", ""),
     ("CUDA used by every ditbench run", str(all(r['cuda'] for r in (a, c, bf, fp, nd, dd))), "True", ok(dry or all(r['cuda'] for r in (a, c, bf, fp, nd, dd)))),
 ]
 print("| measure | value | target | |\n| --- | --- | --- | --- |")

@@ -5,9 +5,10 @@
 //! fp32 with the run's noise, fp32 with other noise (the sampling noise floor), and bf16
 //! autocast with the run's noise. bf16 is harmless when its shift is within the floor.
 //!
-//!     cargo run --release -p ditbench-train --example bf16_sampling_fd [-- STEPS]
+//!     cargo run --release -p ditbench-train --example bf16_sampling_fd [-- STEPS [DEVICE]]
 //!
-//! On a GPU, the same comparison belongs in `just gpu-check`.
+//! DEVICE is cpu (default) or cuda; `just gpu-check` runs it on the GPU, where bf16
+//! sampling is what one would use for speed.
 
 mod common;
 
@@ -21,10 +22,11 @@ use ditbench_train::config::{AdamWConfigSerde, DataConfig, EvalConfig, RunConfig
 use ditbench_train::evaluate::Evaluator;
 use ditbench_train::sample::{find_checkpoint, load_ema, Decoder};
 use ditbench_train::{train, Provenance};
-use tch::Device;
 
 fn main() -> anyhow::Result<()> {
     let steps: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let device_name = std::env::args().nth(2).unwrap_or_else(|| "cpu".into());
+    let device = ditbench_train::run::pick_device(&device_name)?;
     let tmp = tempfile::tempdir()?;
     let store = Store::open(tmp.path().join("store"))?;
     let mut model = DiTConfig::from_size("XL", 2, 16, 3, 10)?;
@@ -57,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             keep_last: 1,
             sample_every: 0,
             grid_sampling: "ddim25".into(),
-            device: "cpu".into(),
+            device: device_name.clone(),
             peak_tflops: None,
             precision: "fp32".into(),
             tf32: true,
@@ -70,20 +72,21 @@ fn main() -> anyhow::Result<()> {
     train(&store, &cfg, &AtomicBool::new(false), &mut ditbench_train::run::Quiet, &Provenance::default())?;
     eprintln!("trained {steps} steps in {:.0} s", t0.elapsed().as_secs_f64());
     let (_, ckpt) = find_checkpoint(&store.run_dir(&cfg.sweep, &cfg.run_id), None)?;
-    let ema = load_ema(&ckpt, &cfg.model, Device::Cpu)?;
+    let ema = load_ema(&ckpt, &cfg.model, device)?;
     let data = Builtin::new(16, 4096, 0)?;
 
     let fd = |bf16: bool, noise_seed: u64| -> anyhow::Result<f64> {
         let mut c = cfg.clone();
         c.eval = Some(EvalConfig { bf16, ..cfg_eval() });
         c.train.seed = noise_seed; // the evaluator's sampling noise comes from the run seed
-        let ev = Evaluator::new(&c, &data, Device::Cpu, &mut |_| {})?;
-        Ok(ev.evaluate(&ema, &Decoder::Pixels, &c, Device::Cpu)?.value)
+        let ev = Evaluator::new(&c, &data, device, &mut |_| {})?;
+        Ok(ev.evaluate(&ema, &Decoder::Pixels, &c, device)?.value)
     };
     let fp32 = fd(false, 0)?;
     let fp32_other_noise = fd(false, 1)?;
     let bf16 = fd(true, 0)?;
-    println!("bf16 vs fp32 sampling, demo DiT-XL/2 member after {steps} steps, CPU ({}), 2 threads", cpu_name());
+    let on = if device.is_cuda() { "CUDA".to_string() } else { format!("CPU ({}), 2 threads", cpu_name()) };
+    println!("bf16 vs fp32 sampling, demo DiT-XL/2 member after {steps} steps, {on}");
     println!("FD_builtin (1,000 samples, DDIM-25) fp32, run noise:   {fp32:.4}");
     println!("FD_builtin fp32, other noise (sampling noise floor):  {fp32_other_noise:.4}  (|Δ| {:.4})", (fp32_other_noise - fp32).abs());
     println!("FD_builtin bf16 autocast, run noise:                  {bf16:.4}  (|Δ| {:.4})", (bf16 - fp32).abs());
