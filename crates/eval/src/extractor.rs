@@ -132,7 +132,7 @@ impl ExtractorOptions {
                 self.train_images, self.heldout_images
             ));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return bad(format!("lr {} must be positive and weight_decay {} non-negative", self.lr, self.weight_decay));
         }
         Ok(())

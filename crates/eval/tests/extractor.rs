@@ -345,7 +345,7 @@ fn train_on_any_labelled_images() {
     eprintln!("train_on held-out accuracy {}", e.heldout_accuracy());
     assert!(e.heldout_accuracy() > 0.3, "held-out accuracy {}", e.heldout_accuracy());
 
-    let err = |r: Result<BuiltinExtractor, EvalError>| r.err().expect("should fail").to_string();
+    let err = |r: Result<BuiltinExtractor, EvalError>| r.expect_err("should fail").to_string();
     let m = err(BuiltinExtractor::train_on("folder-abc", &x, &y.narrow(0, 0, 10), &opts, |_| {}));
     assert!(m.contains("600 int64 class indices"), "{m}");
     let m = err(BuiltinExtractor::train_on("folder-abc", &x, &y.to_kind(Kind::Float), &opts, |_| {}));

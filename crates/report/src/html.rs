@@ -320,9 +320,9 @@ impl Page<'_> {
         h.push_str("<div class=\"grids\">\n");
         for s in self.samples {
             let label = format!("{} · {} · step {}", s.run_id, opt(s.model.as_deref()), s.step);
-            let _ = write!(
+            let _ = writeln!(
                 h,
-                "<figure class=\"grid\"><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption>{}</figcaption></figure>\n",
+                "<figure class=\"grid\"><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption>{}</figcaption></figure>",
                 escape_html(&format!("samples of {}", s.run_id)),
                 base64(&s.png),
                 escape_html(&label)

@@ -287,7 +287,7 @@ impl RunConfig {
             if !matches!(e.extractor.as_str(), "builtin" | "inception") {
                 return Err(format!("unknown eval.extractor `{}`; valid: builtin, inception", e.extractor));
             }
-            if !(e.cfg_scale >= 1.0) {
+            if e.cfg_scale.is_nan() || e.cfg_scale < 1.0 {
                 return Err(format!("eval.cfg_scale must be >= 1.0 (1.0: no guidance), got {}", e.cfg_scale));
             }
         }

@@ -606,7 +606,7 @@ pub fn sample_grid(
     let classes = mc.num_classes.clamp(1, 10);
     let per_class = 4i64;
     let n = classes * per_class;
-    tch::manual_seed(step_seed(cfg.train.seed ^ 0x5A3D_1E5, u64::MAX));
+    tch::manual_seed(step_seed(cfg.train.seed ^ 0x05A3_D1E5, u64::MAX));
     let z = Tensor::randn([n, mc.in_channels, mc.input_size, mc.input_size], (Kind::Float, device));
     let y = Tensor::arange(classes, (Kind::Int64, device)).repeat_interleave_self_int(per_class, 0, None);
     let diffusion = GaussianDiffusion::dit(&cfg.train.grid_sampling)?;
