@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-from collections import OrderedDict
 from copy import deepcopy
 
 import numpy as np
@@ -30,7 +29,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
 import torch  # noqa: E402
 import dit_reference as ref  # noqa: E402
 
-SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--images", required=True)
@@ -66,19 +64,12 @@ class Images(torch.utils.data.Dataset):
         return (t - 0.5) / 0.5, int(self.y[i])
 
 
-@torch.no_grad()
-def update_ema(ema_model, model, decay=0.9999):
-    ema_params = OrderedDict(ema_model.named_parameters())
-    for name, param in model.named_parameters():
-        ema_params[name].mul_(decay).add_(param.data, alpha=1 - decay)
-
-
 def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     data = Images(a.images)
     size, patch = a.model.split("/")
-    depth, hidden, heads = SIZES[size]
+    depth, hidden, heads = ref.SIZES[size]
     model = ref.DiT(input_size=data.x.shape[1], patch_size=int(patch), in_channels=3, hidden_size=hidden,
                     depth=a.depth or depth, num_heads=heads, num_classes=int(data.y.max()) + 1,
                     learn_sigma=True, class_dropout_prob=0.1)
@@ -104,7 +95,7 @@ def main():
             opt.zero_grad()
             loss.backward()
             opt.step()
-            update_ema(ema, model)
+            ref.update_ema(ema, model)
             running += loss.item()
             step += 1
             if step % a.log_every == 0:

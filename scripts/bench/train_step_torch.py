@@ -15,7 +15,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
 import torch  # noqa: E402
 import dit_reference as ref  # noqa: E402
 
-SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="S/2")
@@ -34,7 +33,7 @@ if a.attention == "sdpa":
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
 size, patch = a.model.split("/")
-depth, hidden, heads = SIZES[size]
+depth, hidden, heads = ref.SIZES[size]
 model = ref.DiT(input_size=a.input, patch_size=int(patch), in_channels=4, hidden_size=hidden,
                 depth=depth, num_heads=heads, num_classes=1000, learn_sigma=True, class_dropout_prob=0.1)
 model.train()

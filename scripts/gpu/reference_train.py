@@ -13,14 +13,12 @@ import json
 import os
 import sys
 import time
-from collections import OrderedDict
 from copy import deepcopy
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
 import torch  # noqa: E402
 import dit_reference as ref  # noqa: E402
 
-SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
 # Forward Gflops per 256-px image (the paper's Table 4), for TFLOP/s = 3 × 2 × MACs.
 GFLOPS = {"XL/2": 118.64, "S/2": 6.06}
 
@@ -38,18 +36,11 @@ torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
 
 
-@torch.no_grad()
-def update_ema(ema_model, model, decay=0.9999):
-    ema_params = OrderedDict(ema_model.named_parameters())
-    for name, param in model.named_parameters():
-        ema_params[name].mul_(decay).add_(param.data, alpha=1 - decay)
-
-
 def main():
     dev = torch.device("cuda")
     torch.manual_seed(0)
     size, patch = a.model.split("/")
-    depth, hidden, heads = SIZES[size]
+    depth, hidden, heads = ref.SIZES[size]
     model = ref.DiT(input_size=32, patch_size=int(patch), in_channels=4, hidden_size=hidden, depth=depth,
                     num_heads=heads, num_classes=1000, learn_sigma=True, class_dropout_prob=0.1).to(dev)
     ema = deepcopy(model).requires_grad_(False)
@@ -68,7 +59,7 @@ def main():
             loss = diffusion.training_losses(model, x, t, torch.randn_like(x), dict(y=y))["loss"].mean()
             (loss * a.micro / a.batch).backward()
         opt.step()
-        update_ema(ema, model)
+        ref.update_ema(ema, model)
         torch.cuda.synchronize()
         if step >= a.warmup:
             times.append(time.perf_counter() - t0)

@@ -126,6 +126,18 @@ class Attention(nn.Module):
         return self.proj(out)
 
 
+# The DiT family's (depth, hidden size, heads), official models.py.
+SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+
+
+@torch.no_grad()
+def update_ema(ema_model, model, decay=0.9999):
+    """Official train.py's EMA step (the benchmarks' baselines use it)."""
+    ema_params = dict(ema_model.named_parameters())
+    for name, param in model.named_parameters():
+        ema_params[name].mul_(decay).add_(param.data, alpha=1 - decay)
+
+
 def use_sdpa_attention():
     """Attention through F.scaled_dot_product_attention, as the official code gets it from
     timm >= 0.9 (fused_attn): the benchmarks' baselines use it; the fixtures do not."""
