@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ditbench_dist::{InitOptions, ProcessGroup};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::optim::AdamW;
 use crate::TrainError;
@@ -75,7 +75,7 @@ impl Ranks {
     /// The mean of each value over the ranks.
     pub fn mean<const N: usize>(&mut self, values: [f64; N], device: Device) -> Result<[f64; N], TrainError> {
         let Some(g) = &mut self.group else { return Ok(values) };
-        let mut t = [Tensor::from_slice(&values).to_kind(Kind::Double).to_device(device)];
+        let mut t = [Tensor::from_slice(&values).to_device(device)];
         g.all_reduce_mean(&mut t)?;
         let v = Vec::<f64>::try_from(t[0].to_device(Device::Cpu))?;
         Ok(std::array::from_fn(|i| v[i]))
@@ -104,4 +104,65 @@ impl Ranks {
         }
         Ok(())
     }
+}
+
+/// How the ranks of a local launch ended: each one's exit code (`None` when killed by a
+/// signal), rank order.
+pub type RankExits = Vec<Option<i32>>;
+
+/// Starts `exe args…` as `n` local ranks (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR,
+/// MASTER_PORT as torchrun sets them; a free port for the rendezvous) and waits for all
+/// of them. `--threads` shares the cores between the ranks unless `args` sets it. When
+/// `stop` is raised, SIGTERM goes to every rank (each finishes its step; rank 0
+/// checkpoints). Ranks other than 0 get no stdout. `started(pids, port)` is told once
+/// they run. A rank that fails makes the others fail at their next collective.
+pub fn launch_local(
+    exe: &std::path::Path,
+    args: &[String],
+    n: usize,
+    stop: &std::sync::atomic::AtomicBool,
+    started: &mut dyn FnMut(&[u32], u16),
+) -> std::io::Result<RankExits> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut args = args.to_vec();
+    if !args.iter().any(|a| a == "--threads" || a.starts_with("--threads=")) {
+        // libtorch would give every rank all the cores.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        args.extend(["--threads".to_string(), (cores / n).max(1).to_string()]);
+    }
+    let mut children = Vec::new();
+    for rank in 0..n {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(&args)
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", n.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string());
+        if rank > 0 {
+            cmd.stdout(std::process::Stdio::null());
+        }
+        children.push(cmd.spawn()?);
+    }
+    started(&children.iter().map(|c| c.id()).collect::<Vec<_>>(), port);
+    let mut exits: Vec<Option<Option<i32>>> = vec![None; n];
+    let mut forwarded = false;
+    while exits.iter().any(Option::is_none) {
+        for (rank, child) in children.iter_mut().enumerate() {
+            if exits[rank].is_none() {
+                if let Some(status) = child.try_wait()? {
+                    exits[rank] = Some(status.code());
+                }
+            }
+        }
+        if stop.load(std::sync::atomic::Ordering::SeqCst) && !forwarded {
+            // Through kill(1), as the sweep launcher: the workspace denies unsafe code.
+            for child in &children {
+                let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            }
+            forwarded = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(exits.into_iter().map(Option::flatten).collect())
 }

@@ -371,15 +371,20 @@ pub fn train(
         // and posterior draw do not depend on how the batch is split.
         tch::manual_seed(step_seed(t.seed, step));
         let global = t.batch_size as i64;
-        let rows = Tensor::arange_start_step(ranks.rank() as i64, global, ranks.world() as i64, (Kind::Int64, device));
-        let t_all = Tensor::randint(diffusion.num_timesteps() as i64, [global], (Kind::Int64, device));
+        // One rank takes every row: no copy then.
+        let rows = (ranks.world() > 1)
+            .then(|| Tensor::arange_start_step(ranks.rank() as i64, global, ranks.world() as i64, (Kind::Int64, device)));
+        let mine = |all: Tensor| match &rows {
+            Some(r) => all.index_select(0, r),
+            None => all,
+        };
+        let tt = mine(Tensor::randint(diffusion.num_timesteps() as i64, [global], (Kind::Int64, device)));
         let sample_shape = [global, if posterior { c / 2 } else { c }, h, w];
-        let noise_all = Tensor::randn(sample_shape, (Kind::Float, device));
-        let u_all = Tensor::rand([global], (Kind::Float, device));
-        let (tt, noise, u) = (t_all.index_select(0, &rows), noise_all.index_select(0, &rows), u_all.index_select(0, &rows));
+        let noise = mine(Tensor::randn(sample_shape, (Kind::Float, device)));
+        let u = mine(Tensor::rand([global], (Kind::Float, device)));
         // Latents: a fresh draw from the stored posterior, as latent_dist.sample().
         let x = if posterior {
-            let eps = Tensor::randn(sample_shape, (Kind::Float, device)).index_select(0, &rows);
+            let eps = mine(Tensor::randn(sample_shape, (Kind::Float, device)));
             let half = x.chunk(2, 1);
             &half[0] + &half[1] * eps
         } else {
