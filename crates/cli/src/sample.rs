@@ -58,6 +58,9 @@ pub struct SampleArgs {
 }
 
 pub fn run(store_path: &Path, a: &SampleArgs) -> Result<i32> {
+    if a.nproc_per_node == 0 {
+        anyhow::bail!("--nproc-per-node 0: give the number of ranks to start on this machine (1 or more)");
+    }
     if a.nproc_per_node > 1 && std::env::var_os("WORLD_SIZE").is_none() {
         return crate::ranks::launch(a.nproc_per_node);
     }

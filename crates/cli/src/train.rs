@@ -183,6 +183,9 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
 }
 
 pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
+    if a.nproc_per_node == 0 {
+        bail!("--nproc-per-node 0: give the number of ranks to start on this machine (1 or more)");
+    }
     if a.nproc_per_node > 1 && std::env::var_os("WORLD_SIZE").is_none() {
         return crate::ranks::launch(a.nproc_per_node);
     }

@@ -252,6 +252,11 @@ impl RunConfig {
         if t.log_every == 0 {
             return Err("train.log_every must be > 0".into());
         }
+        if let Some(p) = t.peak_tflops {
+            if !(p.is_finite() && p > 0.0) {
+                return Err(format!("train.peak_tflops must be a positive TFLOP/s figure, got {p}"));
+            }
+        }
         if !["auto", "fp32", "bf16"].contains(&t.precision.as_str()) {
             return Err(format!("train.precision `{}`: valid values are auto, fp32, bf16", t.precision));
         }

@@ -172,6 +172,15 @@ fn bad_configs_are_refused_before_anything_is_recorded() {
     cfg.data.kind = "imagenet".into();
     let e = train(&st, &cfg, &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap_err().to_string();
     assert!(e.contains("unknown data.kind `imagenet`; valid: builtin, imagefolder"), "{e}");
+    let mut cfg = config(4);
+    cfg.train.precision = "fp16".into();
+    let e = train(&st, &cfg, &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap_err().to_string();
+    assert!(e.contains("train.precision `fp16`: valid values are auto, fp32, bf16"), "{e}");
+    let mut cfg = config(4);
+    cfg.train.peak_tflops = Some(0.0);
+    let e = train(&st, &cfg, &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap_err().to_string();
+    assert!(e.contains("train.peak_tflops must be a positive"), "{e}");
+    assert!(st.run("tiny-run").is_err(), "still nothing registered");
 }
 
 /// Activation checkpointing recomputes the same forward in backward: the trained
