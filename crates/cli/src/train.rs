@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ditbench_data::Dataset;
 use ditbench_model::DiTConfig;
-use ditbench_track::{Status, StatusChange, Store};
+use ditbench_track::Store;
 use ditbench_train::config::{derive_run_id, AdamWConfigSerde, DataConfig, RunConfig, TrainConfig};
 use ditbench_train::{run, Outcome, Progress, Provenance};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -209,20 +209,14 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
         git_commit: env!("DITBENCH_GIT_COMMIT").to_string(),
         git_dirty: env!("DITBENCH_GIT_DIRTY") == "true",
     };
-    let lead = std::env::var("RANK").map_or(true, |r| r.trim() == "0");
+    let lead = ditbench_train::ranks::rank_from_env() == 0;
     let mut bar = Bar { bar: None };
     let mut quiet = run::Quiet;
     let progress: &mut dyn Progress = if lead { &mut bar } else { &mut quiet };
     let outcome = match run::train(&store, &cfg, &stop, progress, &provenance) {
         Ok(o) => o,
         Err(e) => {
-            // A run that got as far as the registry is marked failed with the reason
-            // (another rank's death, a missing file); its checkpoints stay, and
-            // training it again resumes.
-            if lead && store.run(&cfg.run_id).is_ok_and(|r| r.status == Status::Running) {
-                let _ = store.set_status(&cfg.run_id, &StatusChange::new(Status::Failed).message(e.to_string()));
-            }
-            // Losing a rank is a failure of the run, not bad input.
+            // (train marked the run failed.) Losing a rank is a failure of the run, not bad input.
             if matches!(e, run::TrainError::Dist(_)) {
                 eprintln!("run {} failed: {e}", cfg.run_id);
                 return Ok(EXIT_FAILED);

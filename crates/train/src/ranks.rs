@@ -29,6 +29,15 @@ pub fn world_size_from_env() -> usize {
         .unwrap_or(1)
 }
 
+/// This process's rank as the environment announces it (`RANK`, else `SLURM_PROCID`;
+/// 0 when neither is set), readable before the process group exists.
+pub fn rank_from_env() -> usize {
+    ["RANK", "SLURM_PROCID"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
 impl Ranks {
     /// Joins the process group the environment describes, or none for one rank (unless
     /// `DITBENCH_DIST=1`, which builds a group of one, so that the all-reduce path can

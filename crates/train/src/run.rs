@@ -194,7 +194,27 @@ fn reference_images(cfg: &RunConfig, dataset: &Arc<dyn Dataset>) -> Result<Arc<d
 
 /// Registers (idempotently) and trains one run to the end, resuming from its latest
 /// checkpoint when there is one.
+///
+/// An error after the run was marked running (a lost rank, a missing file, a full disk)
+/// marks it failed with the reason; its checkpoints stay, and training it again
+/// resumes.
 pub fn train(
+    store: &Store,
+    cfg: &RunConfig,
+    stop: &AtomicBool,
+    progress: &mut dyn Progress,
+    provenance: &Provenance,
+) -> Result<Outcome, TrainError> {
+    let result = train_attempt(store, cfg, stop, progress, provenance);
+    if let Err(e) = &result {
+        if crate::ranks::rank_from_env() == 0 && store.run(&cfg.run_id).is_ok_and(|r| r.status == Status::Running) {
+            let _ = store.set_status(&cfg.run_id, &StatusChange::new(Status::Failed).message(e.to_string()));
+        }
+    }
+    result
+}
+
+fn train_attempt(
     store: &Store,
     cfg: &RunConfig,
     stop: &AtomicBool,
