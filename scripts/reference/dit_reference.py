@@ -279,9 +279,12 @@ class DiT(nn.Module):
         table = get_2d_sincos_pos_embed(self.pos_embed.shape[-1], grid)
         self.pos_embed.data.copy_(torch.from_numpy(table).float().unsqueeze(0))
 
-        # patch embed initialised like a Linear on its (D, C*p*p) view; bias keeps Conv2d default
+        # patch embed initialised like a Linear on its (D, C*p*p) view, bias zeroed (official
+        # models.py since "Fix patchify bias init"; before it the Conv2d default
+        # U(+-1/sqrt(C*p*p)) stayed). constant_ draws nothing, so the RNG stream is unchanged.
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view([w.shape[0], -1]))
+        nn.init.zeros_(self.x_embedder.proj.bias)
 
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)

@@ -10,9 +10,11 @@ See scripts/reference/README.md for what each file holds.
 import argparse
 import copy
 import json
+import math
 import os
 import struct
 import sys
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -30,6 +32,12 @@ TINY_CONFIG = dict(
     in_channels=4, num_classes=10, learn_sigma=True, class_dropout_prob=0.1,
 )
 CFG_SCALE = 4.0
+# A model at DiT-S's width (paper heads 6) but depth 1 and 4 tokens: what `ditbench import`
+# must give the paper's heads without being told (only the shapes are read).
+PAPER_WIDTH_CONFIG = dict(
+    depth=1, hidden_size=384, num_heads=6, patch_size=2, input_size=4,
+    in_channels=4, num_classes=10, learn_sigma=True, class_dropout_prob=0.1,
+)
 
 MADE_BY = (
     "Written by scripts/reference/make_fixtures.py (ditbench) with torch {tv} on CPU in float32, "
@@ -48,6 +56,48 @@ def param_count_checks():
         got = sum(p.numel() for p in m.parameters())
         assert got == want, f"{name}: {got} parameters, PAPER.md says {want}"
         print(f"param count {name}: {got:,} (ok)")
+
+
+def _pattern_matches(pattern, name):
+    p, n = pattern.split("."), name.split(".")
+    return len(p) == len(n) and all(a == "*" or a == b for a, b in zip(p, n))
+
+
+def init_table_checks():
+    """The reference's initialize_weights against official_init.json, the table read from the
+    official models.py that the Rust init test checks ditbench against too (same bounds)."""
+    with open(os.path.join(MODEL_FIX, "official_init.json")) as f:
+        rows = json.load(f)["rows"]
+    torch.manual_seed(16)
+    model = ref.DiT(**TINY_CONFIG)
+    used = set()
+    for name, p in model.named_parameters():
+        hits = [r for r in rows if _pattern_matches(r["pattern"], name)]
+        assert len(hits) == 1, (name, [r["pattern"] for r in hits])
+        row = hits[0]
+        used.add(row["pattern"])
+        w = p.detach().double().flatten()
+        n = w.numel()
+        family = row["family"]
+        assert p.requires_grad == (family != "sincos_2d"), name
+        if family == "zero":
+            assert (w == 0).all(), name
+        elif family == "xavier_uniform":
+            fan_out = p.shape[0]
+            b = math.sqrt(6.0 / (n // fan_out + fan_out))
+            assert b * (1 - 21.0 / n) <= w.abs().max() <= b * (1 + 1e-6), (name, w.abs().max(), b)
+        elif family == "normal":
+            mu, sigma = row["mean"], row["std"]
+            assert abs(w.mean() - mu) <= 6 * sigma / math.sqrt(n), name
+            assert abs(w.std() / sigma - 1) <= 6 / math.sqrt(2 * (n - 1)), name
+        elif family == "sincos_2d":
+            grid = int(round(math.sqrt(p.shape[1])))
+            table = torch.from_numpy(ref.get_2d_sincos_pos_embed(p.shape[2], grid)).float()
+            assert torch.equal(p.detach()[0], table), name
+        else:
+            raise AssertionError(f"unknown family {family}")
+    assert used == {r["pattern"] for r in rows}, "every row of the table matches a tensor"
+    print(f"reference init follows official_init.json ({len(rows)} rows)")
 
 
 def build_tiny_model():
@@ -153,6 +203,26 @@ def save_torch_checkpoints(model, out_dir):
     torch.save(ckpt, p)
     paths["trainckpt"] = p
     return paths
+
+
+def save_paper_width_checkpoint(out_dir):
+    """`dit_w384_expanded.pt`: the state dict of DiT(**PAPER_WIDTH_CONFIG) (keys and shapes
+    from the reference on the meta device) where tensor k, in state_dict order, is the constant
+    (k + 1) / 1000 held in a one-element storage expanded to its shape (stride 0), so the file
+    stays a few KB while the importer reads every shape (and the strided layout) as usual."""
+    with torch.device("meta"):
+        shapes = [(k, v.shape) for k, v in ref.DiT(**PAPER_WIDTH_CONFIG).state_dict().items()]
+    sd = OrderedDict(
+        (name, torch.full((1,), (k + 1) / 1000.0).expand(shape)) for k, (name, shape) in enumerate(shapes)
+    )
+    p = os.path.join(out_dir, "dit_w384_expanded.pt")
+    torch.save(sd, p)
+    back = torch.load(p, weights_only=True)
+    assert list(back) == [n for n, _ in shapes]
+    for k, (name, shape) in enumerate(shapes):
+        assert back[name].shape == shape and torch.equal(back[name], sd[name]), name
+    assert os.path.getsize(p) < 64 * 1024, os.path.getsize(p)
+    return p
 
 
 def fixture_diffusion(tiny_weights_path):
@@ -296,6 +366,7 @@ def main():
     os.makedirs(DIFF_FIX, exist_ok=True)
 
     param_count_checks()
+    init_table_checks()
 
     model = build_tiny_model()
     tensors, meta = fixture_model(model)
@@ -306,6 +377,7 @@ def main():
     sd = state_dict_tensors(model)
     paths = save_torch_checkpoints(model, MODEL_FIX)
     verify_torch_checkpoints(paths, sd)
+    paths["paper_width"] = save_paper_width_checkpoint(MODEL_FIX)
 
     dtensors, dmeta = fixture_diffusion(p_model)
     p_diff = os.path.join(DIFF_FIX, "diffusion.safetensors")

@@ -103,9 +103,15 @@ pub struct ImportArgs {
     /// Where to write the safetensors weights.
     #[arg(long)]
     out: PathBuf,
-    /// Expected model (e.g. DiT-XL/2); inferred from the tensor shapes when omitted.
+    /// Expected model (e.g. DiT-XL/2), heads included; inferred from the tensor shapes
+    /// when omitted.
     #[arg(long)]
     model: Option<String>,
+    /// Attention heads of the checkpoint's model when the config is inferred: heads
+    /// change no tensor shape, so a width other than the paper's four needs it (the
+    /// paper's widths default to the paper's heads).
+    #[arg(long, conflicts_with = "model")]
+    num_heads: Option<i64>,
     /// Image size for --model (256 or 512 in the paper).
     #[arg(long, default_value_t = 256)]
     image_size: i64,
@@ -127,7 +133,11 @@ pub fn run_import(args: &ImportArgs) -> Result<()> {
         .as_deref()
         .map(|m| DiTConfig::preset(m, args.image_size))
         .transpose()?;
-    let report = import::import_checkpoint(&args.file, &args.out, expected.as_ref(), args.key.as_deref())
+    let expect = match &expected {
+        Some(c) => import::Expect::Config(c),
+        None => import::Expect::Infer { num_heads: args.num_heads },
+    };
+    let report = import::import_checkpoint(&args.file, &args.out, expect, args.key.as_deref())
         .with_context(|| format!("importing {}", args.file.display()))?;
     println!(
         "imported {} ({} tensors{}) as {}: {}, {} parameters, {:.2} Gflops",
@@ -139,5 +149,6 @@ pub fn run_import(args: &ImportArgs) -> Result<()> {
         group_thousands(report.config.param_count()),
         report.config.gflops()
     );
+    println!("{}", report.heads_note());
     Ok(())
 }

@@ -266,10 +266,10 @@ impl DiT {
         let cfg = config;
         let d = cfg.hidden_size;
         let (c, ps) = (cfg.in_channels, cfg.patch_size);
-        // Patch embedding: xavier-uniform on the (d, C·p²) view of the conv weight. The
-        // official init zeroes only Linear biases, so this conv keeps PyTorch's default
-        // bias init U(±1/√fan_in).
-        let bias_bound = 1.0 / ((c * ps * ps) as f64).sqrt();
+        // Patch embedding initialised like a Linear, not like a Conv2d: xavier-uniform on
+        // the (d, C·p²) view of the weight (fans C·p² and d, not C·p² and d·p²) and a zero
+        // bias, as the official `initialize_weights` does after "Fix patchify bias init"
+        // (PyTorch's Conv2d default would leave the bias U(±1/√(C·p²))).
         let x_embedder = nn::conv2d(
             p / "x_embedder" / "proj",
             c,
@@ -278,7 +278,7 @@ impl DiT {
             nn::ConvConfig {
                 stride: ps,
                 ws_init: xavier(c * ps * ps, d),
-                bs_init: nn::Init::Uniform { lo: -bias_bound, up: bias_bound },
+                bs_init: nn::Init::Const(0.0),
                 ..Default::default()
             },
         );

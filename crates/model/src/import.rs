@@ -16,12 +16,58 @@ use crate::Model;
 /// Named tensors of a state dict and the checkpoint entry they came from.
 pub type StateDict = (Vec<(String, Tensor)>, Option<String>);
 
+/// What the caller knows of the checkpoint's model before reading it.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect<'a> {
+    /// The whole config, heads included (`--model`): every key and shape is checked
+    /// against it.
+    Config(&'a DiTConfig),
+    /// Infer the config from the tensor shapes. The number of attention heads changes no
+    /// shape, so it is `num_heads` when given (`--num-heads`), else the paper's count for
+    /// a paper width (Table 1); any other width is refused.
+    Infer { num_heads: Option<i64> },
+}
+
+/// Where an imported model's number of attention heads came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadsSource {
+    /// The expected config (`--model`).
+    Config,
+    /// Given by the caller (`--num-heads`); `paper` is the paper's (size, heads) at this
+    /// width, when the width is one of the paper's.
+    Given { paper: Option<(&'static str, i64)> },
+    /// The paper's heads for this width (Table 1: S 384 → 6, B 768 → 12, L 1024 → 16,
+    /// XL 1152 → 16).
+    PaperWidth { size: &'static str },
+}
+
 #[derive(Debug)]
 pub struct ImportReport {
     pub config: DiTConfig,
     pub tensors: usize,
     /// The checkpoint entry that was imported ("ema", "model"), if any.
     pub entry: Option<String>,
+    pub heads: HeadsSource,
+}
+
+impl ImportReport {
+    /// One line saying how many heads the imported model has and why: a wrong count
+    /// loads without complaint and only shows as different outputs, so it is said aloud.
+    pub fn heads_note(&self) -> String {
+        let (n, d) = (self.config.num_heads, self.config.hidden_size);
+        match &self.heads {
+            HeadsSource::Config => format!("{n} heads, from the model config ({})", self.config.name),
+            HeadsSource::Given { paper: Some((size, ph)) } if *ph != n => format!(
+                "{n} heads, as given by --num-heads (the paper's DiT-{size} at hidden size {d} has {ph})"
+            ),
+            HeadsSource::Given { .. } => format!("{n} heads, as given by --num-heads"),
+            HeadsSource::PaperWidth { size } => format!(
+                "{n} heads: hidden size {d} is DiT-{size}'s width, which has {n} heads in the paper \
+                 (Table 1); heads change no tensor shape, so pass --num-heads if this checkpoint \
+                 was trained with another count"
+            ),
+        }
+    }
 }
 
 fn err(path: &Path, problem: impl Into<String>) -> ModelError {
@@ -73,9 +119,15 @@ pub fn read_torch_state_dict(
     Ok((out, chosen))
 }
 
-/// Infers a DiT config from the shapes of an official state dict. Heads cannot be seen
-/// in shapes: they come from the paper's size table (by hidden size) or `expected`.
-pub fn infer_config(tensors: &[(String, Tensor)], path: &Path) -> Result<DiTConfig, ModelError> {
+/// Infers a DiT config from the shapes of an official state dict. The number of heads
+/// cannot be seen in shapes: it is `num_heads` when given, else the paper's for a paper
+/// width; for any other width this refuses rather than guess (a wrong count loads fine
+/// and silently changes every output).
+pub fn infer_config(
+    tensors: &[(String, Tensor)],
+    path: &Path,
+    num_heads: Option<i64>,
+) -> Result<(DiTConfig, HeadsSource), ModelError> {
     let get = |name: &str| {
         tensors
             .iter()
@@ -100,11 +152,38 @@ pub fn infer_config(tensors: &[(String, Tensor)], path: &Path) -> Result<DiTConf
         .take_while(|i| tensors.iter().any(|(n, _)| n == &format!("blocks.{i}.attn.qkv.weight")))
         .count() as i64;
     let size = SIZES.iter().find(|s| s.2 == d);
-    let name = match size {
-        Some((s, sd, ..)) if *sd == depth => format!("DiT-{s}/{p}"),
-        _ => format!("DiT-custom(depth {depth}, hidden {d}, patch {p})"),
+    let paper = size.map(|&(s, _, _, heads)| (s, heads));
+    let (num_heads, source) = match (num_heads, size) {
+        (Some(n), _) if n <= 0 || d % n != 0 => {
+            let valid: Vec<String> = (1..=d).filter(|k| d % k == 0).map(|k| k.to_string()).collect();
+            return Err(err(
+                path,
+                format!("--num-heads {n} does not divide hidden size {d}; valid: {}", valid.join(", ")),
+            ));
+        }
+        (Some(n), _) => (n, HeadsSource::Given { paper }),
+        (None, Some(&(s, _, _, heads))) => (heads, HeadsSource::PaperWidth { size: s }),
+        (None, None) => {
+            let widths = SIZES
+                .iter()
+                .map(|(s, _, w, h)| format!("{w} (DiT-{s}, {h} heads)"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(err(
+                path,
+                format!(
+                    "hidden size {d} is not one of the paper's widths ({widths}), and the number of \
+                     attention heads changes no tensor shape, so it cannot be read from the checkpoint; \
+                     pass --num-heads N with the count it was trained with (N must divide {d})"
+                ),
+            ));
+        }
     };
-    let num_heads = size.map(|s| s.3).unwrap_or(1);
+    // A paper size keeps its paper name only with its paper depth and heads.
+    let name = match size {
+        Some((s, sd, _, sh)) if *sd == depth && *sh == num_heads => format!("DiT-{s}/{p}"),
+        _ => format!("DiT-custom(depth {depth}, hidden {d}, heads {num_heads}, patch {p})"),
+    };
     // With class dropout the table has one extra "null" row; every official model has it.
     let cfg = DiTConfig {
         name,
@@ -119,8 +198,8 @@ pub fn infer_config(tensors: &[(String, Tensor)], path: &Path) -> Result<DiTConf
         class_dropout_prob: 0.1,
         mlp_ratio: 4.0,
     };
-    cfg.validate()?;
-    Ok(cfg)
+    cfg.validate().map_err(|e| err(path, e.to_string()))?;
+    Ok((cfg, source))
 }
 
 /// Converts a torch checkpoint to a ditbench safetensors file, checking every key and
@@ -128,13 +207,13 @@ pub fn infer_config(tensors: &[(String, Tensor)], path: &Path) -> Result<DiTConf
 pub fn import_checkpoint(
     src: &Path,
     out: &Path,
-    expected: Option<&DiTConfig>,
+    expect: Expect<'_>,
     key: Option<&str>,
 ) -> Result<ImportReport, ModelError> {
     let (tensors, entry) = read_torch_state_dict(src, key)?;
-    let config = match expected {
-        Some(c) => c.clone(),
-        None => infer_config(&tensors, src)?,
+    let (config, heads) = match expect {
+        Expect::Config(c) => (c.clone(), HeadsSource::Config),
+        Expect::Infer { num_heads } => infer_config(&tensors, src, num_heads)?,
     };
     let model = Model::new(&config, tch::Device::Cpu)?;
     let found: std::collections::HashMap<String, Vec<i64>> =
@@ -151,5 +230,5 @@ pub fn import_checkpoint(
         meta.insert("ditbench.imported_entry".to_string(), e.clone());
     }
     model.save_with_metadata(out, meta)?;
-    Ok(ImportReport { config, tensors: tensors.len(), entry })
+    Ok(ImportReport { config, tensors: tensors.len(), entry, heads })
 }
