@@ -17,8 +17,11 @@ pub struct RunsArgs {
 /// The `runs` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum RunsCommand {
-    /// Run Polars SQL over the tables runs, params, params_wide, metrics, evals,
-    /// summaries, events, sweeps.
+    /// Run one read-only Polars SQL query over the tables runs, params, params_wide,
+    /// metrics, evals, summaries, events, sweeps.
+    ///
+    /// SELECT, WITH … SELECT, UNION/INTERSECT/EXCEPT, VALUES and SHOW TABLES; anything
+    /// else (DELETE, CREATE TABLE, …) and table functions such as read_parquet are refused.
     ///
     /// Example: ditbench runs query "SELECT r.model, r.patch, min(s.min) AS best_fid
     /// FROM summaries s JOIN runs r ON s.run_id = r.run_id WHERE s.metric = 'fid'

@@ -19,6 +19,15 @@
 //! Times are UTC datetimes (`created_at`, `started_at`, `ended_at`, `time`) except
 //! `wall_time`, which stays Unix seconds (Float64) for plotting.
 //!
+//! [`RunStore::sql`] runs one query: `SELECT`, `WITH … SELECT`, `UNION`/`INTERSECT`/
+//! `EXCEPT`, `VALUES`, or `SHOW TABLES`, over these tables and the CTEs it defines.
+//! Writes and DDL (which Polars would apply to its in-memory copy and report as done)
+//! and table functions such as `read_parquet('<path>')` (which would read any file)
+//! are refused before Polars sees them (guard.rs). In a grouped `SELECT`, `GROUP BY` and
+//! `ORDER BY` terms that repeat a `SELECT` item, such as `r.run_id` after a join that
+//! has `run_id` on both sides or `min(e.value)`, are passed to Polars as that item's
+//! position, which Polars resolves where the expression itself fails (groupby.rs).
+//!
 //! `metrics` and `evals` read each run's Parquet files lazily (only the tables a query
 //! names are built); runs still being written, or killed before compaction, are read
 //! from their segments. A store is scoped to one sweep with [`RunStore::open`]'s `sweep`.
@@ -32,6 +41,8 @@
 //! # Ok::<(), ditbench_query::QueryError>(())
 //! ```
 
+mod groupby;
+mod guard;
 mod output;
 mod prune;
 mod tables;
@@ -73,6 +84,23 @@ pub enum QueryError {
     /// A run id that is not in the registry (or not in the selected sweep).
     #[error("unknown run {0:?}")]
     UnknownRun(String),
+    /// `runs query` got something other than one query (a write, DDL, several
+    /// statements); see guard.rs for what is accepted.
+    #[error("runs query is read-only and takes one query: got {got}; write one SELECT (or WITH … SELECT, UNION, VALUES, SHOW TABLES) over {}", table_names())]
+    NotAQuery {
+        /// What was given: "a DELETE statement", "2 statements".
+        got: String,
+    },
+    /// A table function or a file path where a table belongs: queries read the store's
+    /// tables only.
+    #[error(
+        "runs query reads only the run store's tables: {what} is not one; tables: {}",
+        table_names()
+    )]
+    NotAStoreTable {
+        /// The function or path, as written.
+        what: String,
+    },
     /// A table name that does not exist.
     #[error("unknown table {name:?}; tables: {known}")]
     UnknownTable {
@@ -94,6 +122,10 @@ pub enum QueryError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+fn table_names() -> String {
+    TABLES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Result with [`QueryError`].
@@ -208,7 +240,7 @@ impl RunStore {
             other => {
                 return Err(QueryError::UnknownTable {
                     name: other.to_string(),
-                    known: TABLES.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+                    known: table_names(),
                 })
             }
         };
@@ -248,21 +280,35 @@ impl RunStore {
         }
     }
 
-    /// Runs a Polars SQL query over the tables (only those the query names are built).
+    /// Runs one read-only Polars SQL query over the tables (only those the query names
+    /// are built). Anything but a query, and any relation other than the store's tables
+    /// and the query's CTEs, is refused before Polars sees it (guard.rs).
     pub fn sql(&self, query: &str) -> Result<DataFrame> {
-        let mut ctx = SQLContext::new();
-        let names = match polars::sql::extract_table_identifiers(query, false, true) {
-            Ok(n) => n,
-            Err(e) => return Err(self.sql_error(e)),
+        let (parsed, names) = match guard::check(query) {
+            Ok(guard::Checked::Query { query, tables }) => (query, tables),
+            Ok(guard::Checked::ShowTables) => {
+                let names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+                return Ok(DataFrame::new_infer_height(vec![Column::new("name".into(), names)])?);
+            }
+            Err(guard::Refusal::Parse(message)) => return Err(self.sql_error(message)),
+            Err(guard::Refusal::NotAQuery(got)) => return Err(QueryError::NotAQuery { got }),
+            Err(guard::Refusal::NotAStoreTable(what)) => {
+                return Err(QueryError::NotAStoreTable { what })
+            }
+            Err(guard::Refusal::UnknownTable(name)) => {
+                return Err(self.sql_error(format!(
+                    "no table {name} in the run store (a query reads the tables below and the CTEs it defines)"
+                )))
+            }
         };
-        // Run pruning (see prune.rs): only when the table is named exactly once.
-        let pruned = prune::run_filter(query).filter(|(table, _)| {
-            names.len() == 1
-                && polars::sql::extract_table_identifiers(query, false, false)
-                    .map(|all| all.iter().filter(|n| n.eq_ignore_ascii_case(table)).count() == 1)
-                    .unwrap_or(false)
-        });
+        let mut ctx = SQLContext::new();
+        // Run pruning (see prune.rs): only when the query names one table, once.
+        let pruned = prune::run_filter(query).filter(|_| names.len() == 1);
+        let mut registered = std::collections::HashSet::new();
         for name in names {
+            if !registered.insert(name.clone()) {
+                continue;
+            }
             let lower = name.to_ascii_lowercase();
             if let Some((table, ids)) = pruned.as_ref().filter(|(t, _)| *t == lower) {
                 let runs: Vec<RunRecord> = self
@@ -279,14 +325,15 @@ impl RunStore {
                 let (lf, w) = tables::run_table(&self.store, &runs, t)?;
                 self.warnings.borrow_mut().extend(w);
                 ctx.register(&name, lf);
-            } else if TABLES.iter().any(|t| t.name == lower) {
+            } else {
                 let lf = self.table(&lower)?;
                 ctx.register(&name, lf);
             }
-            // Unknown names (CTEs, aliases, or typos) are left to Polars, whose error
-            // is shown with the table list.
         }
-        let lf = ctx.execute(query).map_err(|e| self.sql_error(e))?;
+        let rewritten = groupby::rewrite(&parsed);
+        let lf = ctx
+            .execute(rewritten.as_deref().unwrap_or(query))
+            .map_err(|e| self.sql_error(e))?;
         lf.collect().map_err(|e| self.sql_error(e))
     }
 

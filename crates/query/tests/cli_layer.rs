@@ -152,3 +152,64 @@ fn errors_are_clear() {
     let e = run(&file, &["list"]).unwrap_err();
     assert!(format!("{e:#}").contains("not a directory"), "{e:#}");
 }
+
+#[test]
+fn refused_statements_print_one_line_and_leave_the_store_byte_identical() {
+    let fx = common::build();
+    let root = &fx.root;
+    let before = common::snapshot(root);
+    let outside = fx.root.parent().unwrap().join("outside.csv");
+    std::fs::write(&outside, "x\n1\n").unwrap();
+    let read_csv = format!("SELECT * FROM read_csv('{}')", outside.display());
+    for (sql, needle) in [
+        // These printed "(no rows)" or "CREATE TABLE t" and exited 0.
+        ("DELETE FROM runs", "got a DELETE statement"),
+        ("TRUNCATE metrics", "got a TRUNCATE statement"),
+        (
+            "CREATE TABLE t AS SELECT * FROM runs",
+            "got a CREATE TABLE statement",
+        ),
+        // This one printed Polars' whole syntax tree.
+        (
+            "INSERT INTO runs (run_id) VALUES ('x')",
+            "got an INSERT statement",
+        ),
+        (read_csv.as_str(), "read_csv(…) is not one"),
+    ] {
+        for format in [None, Some("--csv"), Some("--json")] {
+            let mut args = vec!["query"];
+            args.extend(format);
+            args.push(sql);
+            let e = run(root, &args).unwrap_err();
+            let msg = format!("{e:#}");
+            assert_eq!(msg.lines().count(), 1, "{sql}: {msg}");
+            assert!(msg.contains(needle), "{sql}: {msg}");
+            assert!(
+                msg.contains("tables: runs, params") || msg.contains("over runs, params"),
+                "{msg}"
+            );
+        }
+    }
+    let pq = fx.root.join("written-by-a-refused-query.parquet");
+    assert!(run(
+        root,
+        &[
+            "query",
+            "--parquet",
+            pq.to_str().unwrap(),
+            "DROP TABLE runs"
+        ]
+    )
+    .is_err());
+    assert!(!pq.exists());
+    assert_eq!(
+        common::snapshot(root),
+        before,
+        "a refused statement changed the store"
+    );
+    let out = run(root, &["query", "--csv", "SHOW TABLES"]).unwrap();
+    assert_eq!(
+        out,
+        "name\nruns\nparams\nparams_wide\nmetrics\nevals\nsummaries\nevents\nsweeps\n"
+    );
+}

@@ -309,3 +309,223 @@ fn pruned_and_unpruned_queries_agree() {
         assert_eq!(a.height(), fx.points.get(id).copied().unwrap_or(0));
     }
 }
+
+const TABLE_LIST: &str = "runs, params, params_wide, metrics, evals, summaries, events, sweeps";
+
+#[test]
+fn statements_other_than_a_query_are_refused_in_one_line_and_change_nothing() {
+    let fx = common::build();
+    let before = common::snapshot(&fx.root);
+    let rs = RunStore::open(&fx.root, None).unwrap();
+    for (sql, got) in [
+        // Each of these used to exit 0 after acting on Polars' in-memory copy.
+        ("DELETE FROM runs", "got a DELETE statement"),
+        (
+            "DELETE FROM metrics WHERE run_id = 'a-0'",
+            "got a DELETE statement",
+        ),
+        ("TRUNCATE TABLE runs", "got a TRUNCATE statement"),
+        (
+            "CREATE TABLE t AS SELECT * FROM runs",
+            "got a CREATE TABLE statement",
+        ),
+        ("DROP TABLE runs", "got a DROP TABLE statement"),
+        (
+            "INSERT INTO sweeps VALUES ('c', NULL)",
+            "got an INSERT statement",
+        ),
+        (
+            "UPDATE runs SET status = 'finished'",
+            "got an UPDATE statement",
+        ),
+        (
+            "ALTER TABLE runs RENAME TO r2",
+            "got an ALTER TABLE statement",
+        ),
+        ("EXPLAIN SELECT * FROM metrics", "got an EXPLAIN statement"),
+        ("SELECT * INTO t FROM runs", "got a SELECT … INTO statement"),
+        ("SELECT 1; DELETE FROM runs", "got 2 statements"),
+        ("  ", "got no statement"),
+    ] {
+        let e = rs.sql(sql).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, QueryError::NotAQuery { .. }), "{sql}: {msg}");
+        assert!(!msg.contains('\n'), "{sql}: not one line:\n{msg}");
+        assert!(msg.starts_with("runs query is read-only"), "{sql}: {msg}");
+        assert!(msg.contains(got), "{sql}: missing {got:?} in {msg}");
+        assert!(msg.contains(TABLE_LIST), "{sql}: {msg}");
+    }
+    // Nothing happened, not even in memory: the fixture wrote 8 runs and 4 + 4 per sweep.
+    let df = rs.sql("SELECT count(*) AS n FROM runs").unwrap();
+    assert_eq!(f64s(&df, "n"), [8.0]);
+    drop(rs);
+    assert_eq!(
+        common::snapshot(&fx.root),
+        before,
+        "a refused statement changed the store"
+    );
+}
+
+#[test]
+fn only_the_stores_tables_are_read() {
+    let fx = common::build();
+    let before = common::snapshot(&fx.root);
+    // Real files outside the store, which read_parquet/read_csv would read.
+    let dir = fx.root.parent().unwrap();
+    let mut df = df!("secret" => ["x"]).unwrap();
+    let pq = dir.join("outside.parquet");
+    write_output(&mut df, &OutputFormat::Parquet(pq.clone()), &mut Vec::new()).unwrap();
+    let csv = dir.join("outside.csv");
+    std::fs::write(&csv, "secret\nx\n").unwrap();
+    let (pq, csv) = (pq.display().to_string(), csv.display().to_string());
+    let rs = RunStore::open(&fx.root, None).unwrap();
+    for (sql, what) in [
+        (
+            format!("SELECT * FROM read_parquet('{pq}')"),
+            "read_parquet(…)",
+        ),
+        (format!("SELECT * FROM read_csv('{csv}')"), "read_csv(…)"),
+        (format!("SELECT * FROM read_ipc('{pq}')"), "read_ipc(…)"),
+        (format!("SELECT * FROM read_json('{csv}')"), "read_json(…)"),
+        (
+            format!("SELECT r.run_id FROM runs r JOIN read_parquet('{pq}') p ON true"),
+            "read_parquet(…)",
+        ),
+        (
+            format!(
+                "SELECT run_id FROM runs WHERE run_id IN (SELECT secret FROM read_csv('{csv}'))"
+            ),
+            "read_csv(…)",
+        ),
+        (
+            format!("WITH x AS (SELECT * FROM read_parquet('{pq}')) SELECT * FROM x"),
+            "read_parquet(…)",
+        ),
+        (format!("SELECT * FROM \"{pq}\""), "the file path"),
+    ] {
+        let e = rs.sql(&sql).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, QueryError::NotAStoreTable { .. }),
+            "{sql}: {msg}"
+        );
+        assert!(
+            !msg.contains('\n') && !msg.contains("secret"),
+            "{sql}: {msg}"
+        );
+        assert!(
+            msg.contains(what) && msg.contains(TABLE_LIST),
+            "{sql}: {msg}"
+        );
+    }
+    // CTEs, derived tables and set operations over store tables still work.
+    let df = rs
+        .sql("WITH f AS (SELECT run_id, min(value) AS best FROM evals WHERE metric = 'fid' GROUP BY run_id)
+              SELECT f.run_id, f.best FROM f JOIN (SELECT run_id FROM runs WHERE sweep = 'a') a ON f.run_id = a.run_id
+              ORDER BY f.run_id")
+        .unwrap();
+    assert_eq!(strs(&df, "run_id"), ["a-0", "a-1", "a-2", "a-3"]);
+    for (id, best) in strs(&df, "run_id").iter().zip(f64s(&df, "best")) {
+        assert_eq!(
+            best,
+            fx.fids[id].iter().cloned().fold(f64::INFINITY, f64::min)
+        );
+    }
+    let df = rs
+        .sql("SELECT sweep FROM sweeps UNION ALL SELECT DISTINCT sweep FROM runs ORDER BY sweep")
+        .unwrap();
+    assert_eq!(strs(&df, "sweep"), ["a", "a", "b", "b"]);
+    // SHOW TABLES lists the store's tables (what the module docs document).
+    let df = rs.sql("SHOW TABLES").unwrap();
+    assert_eq!(strs(&df, "name").join(", "), TABLE_LIST);
+    drop(rs);
+    assert_eq!(common::snapshot(&fx.root), before);
+}
+
+#[test]
+fn group_by_a_qualified_column_of_the_joined_table() {
+    let fx = common::build();
+    let rs = RunStore::open(&fx.root, None).unwrap();
+    // run_id is in both tables, so Polars names the right-hand one run_id:r; grouping
+    // by r.run_id and ordering by it (or selecting it under another name) used to fail
+    // with "unable to find column run_id:r".
+    let df = rs
+        .sql(
+            "SELECT r.run_id, count(*) AS n FROM metrics m JOIN runs r ON m.run_id = r.run_id
+             GROUP BY r.run_id ORDER BY r.run_id",
+        )
+        .unwrap();
+    assert_eq!(
+        strs(&df, "run_id"),
+        fx.points.keys().cloned().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        f64s(&df, "n"),
+        fx.points.values().map(|&n| n as f64).collect::<Vec<_>>()
+    );
+    let df = rs
+        .sql(
+            "SELECT r.run_id AS id, r.model, count(*) AS n, max(m.step) AS last_step, sum(m.value) AS total
+             FROM metrics m JOIN runs r ON m.run_id = r.run_id
+             WHERE m.name = 'loss'
+             GROUP BY r.run_id, r.model
+             ORDER BY n DESC, r.run_id",
+        )
+        .unwrap();
+    // What the fixture wrote: run i has 50 + 10 i steps of loss(step, i), one per step,
+    // so the longest run (b-3) comes first.
+    let ids: Vec<&String> = fx.runs.keys().collect();
+    let want_ids: Vec<String> = ids.iter().rev().map(|s| s.to_string()).collect();
+    assert_eq!(strs(&df, "id"), want_ids);
+    let (n, last, total) = (f64s(&df, "n"), f64s(&df, "last_step"), f64s(&df, "total"));
+    for (row, id) in want_ids.iter().enumerate() {
+        let i = ids.iter().position(|x| *x == id).unwrap();
+        let steps = 50 + 10 * i as i64;
+        assert_eq!(strs(&df, "model")[row], fx.runs[id].0, "{id}");
+        assert_eq!(n[row], steps as f64, "{id}");
+        assert_eq!(last[row], (steps - 1) as f64, "{id}");
+        let want: f64 = (0..steps).map(|s| common::loss(s, i)).sum();
+        assert!(
+            (total[row] - want).abs() < 1e-9 * want,
+            "{id}: {} vs {want}",
+            total[row]
+        );
+    }
+
+    // Grouping by the qualified key alone, ordering by an aggregate expression and
+    // filtering with HAVING; the best FID per run against what was written.
+    let df = rs
+        .sql(
+            "SELECT r.run_id, min(e.value) AS best FROM evals e JOIN runs r ON e.run_id = r.run_id
+             WHERE e.metric = 'fid' GROUP BY r.run_id HAVING count(*) = 3 ORDER BY min(e.value), r.run_id",
+        )
+        .unwrap();
+    let mut want: Vec<(f64, String)> = fx
+        .fids
+        .iter()
+        .map(|(id, v)| (v.iter().cloned().fold(f64::INFINITY, f64::min), id.clone()))
+        .collect();
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(
+        strs(&df, "run_id"),
+        want.iter().map(|w| w.1.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        f64s(&df, "best"),
+        want.iter().map(|w| w.0).collect::<Vec<_>>()
+    );
+
+    // The qualifier matters: under a LEFT JOIN with no match, e.run_id is null for every
+    // run while the unqualified run_id (the left table's) is not, so grouping by e.run_id
+    // gives one group of all 8 runs.
+    let df = rs
+        .sql(
+            "SELECT e.run_id, count(*) AS n
+             FROM runs r LEFT JOIN (SELECT run_id, value FROM evals WHERE step > 1000) e ON r.run_id = e.run_id
+             GROUP BY e.run_id",
+        )
+        .unwrap();
+    assert_eq!(df.height(), 1, "{df}");
+    assert_eq!(df.column("run_id").unwrap().null_count(), 1);
+    assert_eq!(f64s(&df, "n"), [8.0]);
+}
