@@ -97,8 +97,57 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_text(&err));
             std::process::exit(2);
         }
+    }
+}
+
+/// An error and its causes on one line, each said once. Many library errors write their
+/// source's text into their own message (`"{path}: {source}"`) and also return it as
+/// `source()`, so anyhow's `{:#}` (message, then every source) would repeat it; a
+/// cause whose text the line already holds is left out.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[derive(Debug)]
+    struct WithSource(std::io::Error);
+    impl std::fmt::Display for WithSource {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cfg.toml: {}", self.0)
+        }
+    }
+    impl std::error::Error for WithSource {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        // A source already in its error's message: `{:#}` says it twice, this once.
+        let e = anyhow::Error::new(WithSource(io())).context("loading the run");
+        assert_eq!(format!("{e:#}"), "loading the run: cfg.toml: No such file or directory: No such file or directory");
+        assert_eq!(error_text(&e), "loading the run: cfg.toml: No such file or directory");
+        // A plain chain keeps every cause.
+        let e = anyhow::Error::new(io()).context("reading cfg.toml");
+        assert_eq!(error_text(&e), "reading cfg.toml: No such file or directory");
     }
 }

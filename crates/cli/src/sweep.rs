@@ -84,7 +84,7 @@ pub struct LaunchArgs {
 
 pub fn run(store: &Path, args: SweepArgs) -> Result<i32> {
     match args.command {
-        SweepCommand::Plan { spec, json } => run_plan(store, &spec, json).map(|()| 0),
+        SweepCommand::Plan { spec, json } => run_plan(store, &spec, json),
         SweepCommand::Run(l) => launch(store, &l, Select::UNFINISHED, "run"),
         SweepCommand::Resume { launch: l, only } => {
             let select = if only.is_empty() { Select::UNFINISHED } else { parse_select(&only)? };
@@ -146,35 +146,48 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn run_plan(store: &Path, spec: &Path, json: bool) -> Result<()> {
+/// Exit code 2 when a launch would refuse any run (`sweep run` would start nothing).
+fn run_plan(store: &Path, spec: &Path, json: bool) -> Result<i32> {
     let spec = SweepSpec::load(spec)?;
     let p = plan(&spec, store)?;
+    let code = if p.refused_runs > 0 { ditbench_sweep::local::EXIT_BAD_INPUT } else { 0 };
     if json {
         println!("{}", serde_json::to_string_pretty(&p)?);
-        return Ok(());
+    } else {
+        println!("sweep {}: {} runs", p.sweep, p.rows.len());
+        let rows: Vec<Vec<String>> = p
+            .rows
+            .iter()
+            .map(|r| {
+                let status = if r.refused.is_some() { "refused".to_string() } else { r.status.clone().unwrap_or_else(|| "new".into()) };
+                vec![
+                    r.id.clone(),
+                    r.model.clone(),
+                    r.params.to_string(),
+                    format!("{:.4}", r.gflops),
+                    r.steps.to_string(),
+                    r.batch.to_string(),
+                    human_flops(r.train_flops),
+                    human_hours(r.est_hours),
+                    status,
+                ]
+            })
+            .collect();
+        print_table(&["run", "model", "params", "Gflops", "steps", "batch", "train FLOPs", "est. time", "status"], &rows);
+        println!("total: {} training FLOPs, {}", human_flops(p.total_train_flops), human_hours(p.total_hours));
+        println!("estimates: {}", p.estimate_basis);
+        for r in p.rows.iter().filter(|r| r.refused.is_some()) {
+            println!("refused {}: {}", r.id, r.refused.as_deref().unwrap_or_default());
+        }
     }
-    println!("sweep {}: {} runs", p.sweep, p.rows.len());
-    let rows: Vec<Vec<String>> = p
-        .rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.id.clone(),
-                r.model.clone(),
-                r.params.to_string(),
-                format!("{:.4}", r.gflops),
-                r.steps.to_string(),
-                r.batch.to_string(),
-                human_flops(r.train_flops),
-                human_hours(r.est_hours),
-                r.status.clone().unwrap_or_else(|| "new".into()),
-            ]
-        })
-        .collect();
-    print_table(&["run", "model", "params", "Gflops", "steps", "batch", "train FLOPs", "est. time", "status"], &rows);
-    println!("total: {} training FLOPs, {}", human_flops(p.total_train_flops), human_hours(p.total_hours));
-    println!("estimates: {}", p.estimate_basis);
-    Ok(())
+    if p.refused_runs > 0 {
+        eprintln!(
+            "error: {} of {} runs would be refused at launch; `ditbench sweep run` starts nothing until they are fixed",
+            p.refused_runs,
+            p.rows.len()
+        );
+    }
+    Ok(code)
 }
 
 struct Printer {
@@ -212,6 +225,9 @@ fn launch(store_path: &Path, a: &LaunchArgs, select: Select, verb: &str) -> Resu
         bail!("--launcher `{launcher}`: valid launchers are local, slurm");
     }
     ditbench_sweep::local::check_gpus(&a.gpus)?;
+    // Every run is checked before the store is opened (or created): a refused run
+    // stops the whole sweep, and the error lists every refusal.
+    spec.launchable()?;
     let store = Store::open(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
     let git = (Some(env!("DITBENCH_GIT_COMMIT").to_string()), Some(env!("DITBENCH_GIT_DIRTY") == "true"));
     let reg = if verb == "resume" {

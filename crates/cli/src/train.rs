@@ -37,6 +37,10 @@ pub struct TrainArgs {
     /// folder (`ditbench latents extract`; the model then takes its shape from it).
     #[arg(long, default_value = "builtin")]
     data: String,
+    /// Fail at the first unreadable image of a --data folder, naming it (default: skip
+    /// it, report it and count it in the metric data/bad_images).
+    #[arg(long)]
+    fail_on_bad_image: bool,
     #[arg(long, default_value_t = 32)]
     image_size: usize,
     #[arg(long, default_value_t = 1000)]
@@ -133,7 +137,8 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
         (None, _) => ("imagefolder", Some(a.data.clone().into())),
     };
     let classes = if kind == "builtin" { ditbench_data::BUILTIN_CLASSES.len() as i64 } else { 0 };
-    let mut m = DiTConfig::from_size(size, patch, a.image_size as i64, 3, classes.max(1))?;
+    let mut m = DiTConfig::from_size(size, patch, a.image_size as i64, 3, classes.max(1))
+        .map_err(|e| anyhow::anyhow!("--model `{model}`: {e}"))?;
     let mut image_size = a.image_size;
     if let Some(l) = &latents {
         // The model's input is what the latents folder holds.
@@ -153,7 +158,16 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
         )?;
         m.num_classes = f.class_names().len() as i64;
     }
-    let data = DataConfig { kind: kind.into(), path, image_size, builtin_len: 10_000, workers: 1, random_flip: true, vae: None };
+    let data = DataConfig {
+        kind: kind.into(),
+        path,
+        image_size,
+        builtin_len: 10_000,
+        workers: 1,
+        random_flip: true,
+        vae: None,
+        fail_on_bad_image: a.fail_on_bad_image,
+    };
     let train = TrainConfig {
         steps: a.steps,
         batch_size: a.batch_size,
@@ -182,27 +196,72 @@ fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
     Ok(cfg)
 }
 
+fn open_store(path: &Path) -> Result<Store> {
+    Store::open(path).with_context(|| format!("opening the run store {}", path.display()))
+}
+
+/// The flag that sets a config key in an ad-hoc run, for an error about that key.
+fn flag_of(error: &str) -> Option<&'static str> {
+    const FLAGS: [(&str, &str); 15] = [
+        ("train.steps", "--steps"),
+        ("train.batch_size", "--batch-size"),
+        ("train.micro_batch", "--micro-batch"),
+        ("train.optimizer.lr", "--lr"),
+        ("train.ema_decay", "--ema-decay"),
+        ("train.seed", "--seed"),
+        ("train.log_every", "--log-every"),
+        ("train.ckpt_every", "--ckpt-every"),
+        ("train.sample_every", "--sample-every"),
+        ("train.device", "--device"),
+        ("train.precision", "--precision"),
+        ("train.peak_tflops", "--peak-tflops"),
+        ("train.threads", "--threads"),
+        ("data.image_size", "--image-size"),
+        ("sweep `", "--sweep"),
+    ];
+    FLAGS.iter().find(|(key, _)| error.starts_with(key)).map(|(_, flag)| *flag)
+}
+
 pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
     if a.nproc_per_node == 0 {
         bail!("--nproc-per-node 0: give the number of ranks to start on this machine (1 or more)");
     }
-    if a.nproc_per_node > 1 && std::env::var_os("WORLD_SIZE").is_none() {
-        return crate::ranks::launch(a.nproc_per_node);
-    }
-    let store = Store::open(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
-    let cfg = match (&a.run, &a.config, &a.model) {
-        (Some(id), _, _) => run::registered_config(&store, id)?.0,
+    // Every input is checked before the store is opened (Store::open creates the folder
+    // and the registry): a refused command leaves no store, sweep or run folder behind.
+    // Only a registered run (--run) is read from an existing store.
+    let mut cfg = match (&a.run, &a.config, &a.model) {
+        (Some(id), _, _) => {
+            // Read-only: looking a run up creates nothing (an older registry is
+            // upgraded, as training it would anyway).
+            let store = match Store::open_read_only(store_path) {
+                Err(ditbench_track::Error::SchemaOutdated { .. }) => open_store(store_path)?,
+                r => r.with_context(|| format!("--run {id}"))?,
+            };
+            run::registered_config(&store, id)?.0
+        }
         (None, Some(path), _) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            RunConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
+            RunConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?
         }
         (None, None, Some(model)) => adhoc_config(a, model)?,
         (None, None, None) => bail!("say what to train: --run ID, --config FILE, or --model NAME (e.g. --model DiT-S/4)"),
     };
-    let mut cfg = cfg;
     if let Some(t) = a.threads {
         cfg.train.threads = t;
     }
+    cfg.validate().map_err(|e| match (&a.model, flag_of(&e)) {
+        (Some(_), Some(flag)) => anyhow::anyhow!("{flag}: {e}"),
+        _ => anyhow::anyhow!("{e}"),
+    })?;
+    if a.nproc_per_node > 1 && std::env::var_os("WORLD_SIZE").is_none() {
+        return crate::ranks::launch(a.nproc_per_node);
+    }
+    if a.nproc_per_node == 1 && std::env::var_os("WORLD_SIZE").is_none() {
+        // A device that does not exist is bad input too (ranks pick theirs from the
+        // launcher's variables instead).
+        run::pick_device(&cfg.train.device)?;
+    }
+    let store = open_store(store_path)?;
     let stop = run::install_stop_flag()?;
     let provenance = Provenance {
         ditbench_version: crate::VERSION.to_string(),
@@ -225,17 +284,18 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
         }
     };
     let dir = store.run_dir(&cfg.sweep, &cfg.run_id);
+    // One line for the user, in words (the outcome's Display, as in the run's log.txt).
     Ok(match outcome {
-        Outcome::Finished { step } => {
-            println!("run {} finished at step {step}: {}", cfg.run_id, dir.display());
+        Outcome::Finished { .. } => {
+            println!("run {} {outcome}: {}", cfg.run_id, dir.display());
             0
         }
-        Outcome::Preempted { step } => {
-            println!("run {} preempted at step {step} (checkpointed; rerun to resume): {}", cfg.run_id, dir.display());
+        Outcome::Preempted { .. } => {
+            println!("run {} {outcome}: {}", cfg.run_id, dir.display());
             EXIT_PREEMPTED
         }
-        Outcome::Failed { step, reason } => {
-            eprintln!("run {} failed at step {step}: {reason}", cfg.run_id);
+        Outcome::Failed { .. } => {
+            eprintln!("run {} {outcome}", cfg.run_id);
             EXIT_FAILED
         }
     })

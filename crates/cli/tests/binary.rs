@@ -402,3 +402,87 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `ditbench import` never guesses attention heads (they change no tensor shape): a custom
+/// width without --num-heads exits 2 naming the flag and the width and writes nothing; with
+/// it the file records the heads and the output says where they came from; a paper width
+/// gets the paper's heads with a line saying so (fixtures: scripts/reference/make_fixtures.py).
+#[test]
+fn import_takes_heads_from_the_flag_or_the_papers_width_and_never_guesses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let fixtures = std::path::Path::new(&manifest).join("../model/tests/fixtures");
+    let custom = fixtures.join("dit_tiny_statedict.pt"); // hidden size 32, trained with 2 heads
+    let out = tmp.path().join("custom.safetensors");
+
+    let run = |extra: &[&str], out: &std::path::Path, src: &std::path::Path| {
+        ditbench().arg("import").arg(src).arg("--out").arg(out).args(extra).output().unwrap()
+    };
+    let o = run(&[], &out, &custom);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("hidden size 32 is not one of the paper's widths") && e.contains("--num-heads"), "{e}");
+    assert!(!out.exists(), "nothing is written");
+    let o = run(&["--num-heads", "3"], &out, &custom);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not divide hidden size 32; valid: 1, 2, 4, 8, 16, 32"));
+    assert!(!out.exists());
+    let o = run(&["--num-heads", "2", "--model", "DiT-S/2"], &out, &custom);
+    assert_eq!(o.status.code(), Some(2), "--num-heads conflicts with --model");
+    assert!(!out.exists());
+
+    let o = run(&["--num-heads", "2"], &out, &custom);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert!(s.contains("2 heads, as given by --num-heads"), "{s}");
+    let m = ditbench_model::Model::load(&out, None, tch::Device::Cpu).unwrap();
+    assert_eq!((m.config().hidden_size, m.config().num_heads), (32, 2));
+
+    let paper = tmp.path().join("paper.safetensors");
+    let o = run(&[], &paper, &fixtures.join("dit_w384_expanded.pt"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = String::from_utf8(o.stdout).unwrap();
+    assert!(s.contains("6 heads: hidden size 384 is DiT-S's width, which has 6 heads in the paper"), "{s}");
+    assert_eq!(ditbench_model::Model::load(&paper, None, tch::Device::Cpu).unwrap().config().num_heads, 6);
+}
+
+/// `sweep plan` marks runs a launch would refuse (the built-in feature network on an
+/// ImageFolder) and exits 2; `sweep run` then starts nothing, creates no store, and
+/// names every refused run.
+#[test]
+fn sweep_with_refused_runs_plans_them_as_refused_and_runs_nothing() {
+    let tmp = std::env::temp_dir().join(format!("ditbench-sweep-refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("images/cat")).unwrap();
+    let smoke = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../sweeps/smoke.toml");
+    let text = std::fs::read_to_string(smoke).unwrap().replace(
+        "kind = \"builtin\"",
+        &format!("kind = \"imagefolder\"\npath = {:?}", tmp.join("images").to_str().unwrap()),
+    );
+    let spec = tmp.join("refused.toml");
+    std::fs::write(&spec, text).unwrap();
+    let store = tmp.join("store");
+    let run = |args: &[&str]| {
+        let out = ditbench().arg("--store").arg(&store).args(args).arg(&spec).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, plan, err) = run(&["sweep", "plan"]);
+    assert_eq!(code, Some(2), "{plan}\n{err}");
+    assert_eq!(plan.lines().filter(|l| l.starts_with("DiT-") && l.trim_end().ends_with("refused")).count(), 2, "{plan}");
+    assert!(plan.contains("eval.extractor = \"builtin\"") && err.contains("2 of 2 runs would be refused"), "{plan}\n{err}");
+    let (code, json, _) = run(&["sweep", "plan", "--json"]);
+    assert_eq!(code, Some(2));
+    let p: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(p["refused_runs"], 2, "{p}");
+    let ids: Vec<String> = p["rows"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    assert!(p["rows"].as_array().unwrap().iter().all(|r| r["refused"].as_str().is_some_and(|w| w.contains("eval.extractor"))), "{p}");
+
+    let (code, out, err) = run(&["sweep", "run"]);
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert!(err.contains("nothing was registered or started"), "{err}");
+    for id in &ids {
+        assert!(err.contains(id.as_str()), "{id} not named: {err}");
+    }
+    assert!(!store.exists(), "a refused sweep creates no store");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

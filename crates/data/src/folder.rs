@@ -12,7 +12,8 @@
 //!   [`OnBadImage`] whether a bad image fails or is skipped. Skipped at open: left out of
 //!   the sample list and recorded. Found bad later (at `get`): with `Skip`, the next
 //!   sample in list order that decodes is returned instead (a deterministic replacement,
-//!   so batches do not depend on thread timing) and the skip is counted.
+//!   so batches do not depend on thread timing) and the skip is counted; the loader
+//!   reports it with the batch that met it ([`crate::Batch::bad_images`]).
 
 use crate::{center_crop_arr, hwc_u8_to_chw, DataError, Dataset, PassOrder};
 use image::{ImageReader, RgbImage};
@@ -309,6 +310,16 @@ impl Dataset for ImageFolder {
     }
 
     fn get_into(&self, index: usize, flip: bool, out: &mut [f32]) -> Result<i64, DataError> {
+        self.get_into_noting_bad(index, flip, out, &mut Vec::new())
+    }
+
+    fn get_into_noting_bad(
+        &self,
+        index: usize,
+        flip: bool,
+        out: &mut [f32],
+        bad: &mut Vec<BadImage>,
+    ) -> Result<i64, DataError> {
         let n = self.samples.len();
         if index >= n {
             return Err(DataError::Config(format!("index {index} out of range for {n} images")));
@@ -326,10 +337,14 @@ impl Dataset for ImageFolder {
                         return Err(e);
                     }
                     self.skipped_at_get.fetch_add(1, Ordering::Relaxed);
-                    if let (DataError::BadImage { path, reason }, Ok(mut bad)) = (e, self.bad_at_get.lock()) {
-                        if bad.len() < MAX_RECORDED_BAD {
-                            bad.push(BadImage { path, reason });
+                    if let DataError::BadImage { path, reason } = e {
+                        let image = BadImage { path, reason };
+                        if let Ok(mut recorded) = self.bad_at_get.lock() {
+                            if recorded.len() < MAX_RECORDED_BAD {
+                                recorded.push(image.clone());
+                            }
                         }
+                        bad.push(image);
                     }
                 }
             }

@@ -93,6 +93,19 @@ pub trait Dataset: Send + Sync {
     /// Writes sample `index` (mirrored left-right when `flip`) into `out` (`CHW`, values
     /// in `[-1, 1]`, `out.len() == sample_len()`) and returns its label.
     fn get_into(&self, index: usize, flip: bool, out: &mut [f32]) -> Result<i64, DataError>;
+    /// As [`Dataset::get_into`], also appending to `bad` the unreadable images passed
+    /// over to produce the sample (an [`ImageFolder`] replaces one by the next readable
+    /// image). The loader reports them per batch, so a trainer counts what it consumed,
+    /// whatever the prefetch. Datasets that cannot meet a bad image append nothing.
+    fn get_into_noting_bad(
+        &self,
+        index: usize,
+        flip: bool,
+        out: &mut [f32],
+        _bad: &mut Vec<BadImage>,
+    ) -> Result<i64, DataError> {
+        self.get_into(index, flip, out)
+    }
     /// Sample `index` as `(pixels CHW in [-1, 1], label)`.
     fn get(&self, index: usize, flip: bool) -> Result<(Vec<f32>, i64), DataError> {
         let mut out = vec![0.0; self.sample_len()];

@@ -7,7 +7,7 @@
 //! batches are built on the calling thread.
 
 use crate::sampler::{BatchPlan, Cursor, Sampler};
-use crate::{DataError, Dataset};
+use crate::{BadImage, DataError, Dataset};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -29,6 +29,9 @@ pub struct Batch {
     pub cursor: Cursor,
     /// Cursor after this batch: save it with a checkpoint taken after consuming it.
     pub next: Cursor,
+    /// Unreadable images met while building this batch, each replaced by the next
+    /// readable sample (a pure function of the plan, as the pixels are).
+    pub bad_images: Vec<BadImage>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,8 +55,9 @@ fn build(dataset: &dyn Dataset, plan: BatchPlan) -> Result<Batch, DataError> {
     let n = plan.indices.len();
     let mut pixels = vec![0f32; n * per];
     let mut labels = Vec::with_capacity(n);
+    let mut bad_images = Vec::new();
     for (i, (&index, &flip)) in plan.indices.iter().zip(&plan.flips).enumerate() {
-        labels.push(dataset.get_into(index, flip, &mut pixels[i * per..(i + 1) * per])?);
+        labels.push(dataset.get_into_noting_bad(index, flip, &mut pixels[i * per..(i + 1) * per], &mut bad_images)?);
     }
     Ok(Batch {
         pixels,
@@ -63,6 +67,7 @@ fn build(dataset: &dyn Dataset, plan: BatchPlan) -> Result<Batch, DataError> {
         flips: plan.flips,
         cursor: plan.cursor,
         next: plan.next,
+        bad_images,
     })
 }
 

@@ -185,3 +185,32 @@ fn zero_size_crop_is_rejected() {
     write_png(&dir.path().join("a/1.png"), 8, 8, 0);
     assert!(matches!(ImageFolder::open(dir.path(), ImageFolderOptions::new(0)), Err(DataError::Config(_))));
 }
+
+/// The loader reports an image replaced at `get` with the batch that drew it (and only
+/// there), the same with or without worker threads, once per epoch that draws it.
+#[test]
+fn the_loader_reports_unreadable_images_with_the_batch_that_met_them() {
+    use ditbench_data::{Cursor, Loader, LoaderConfig, Sampler, SamplerConfig};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    corrupt_tree(dir.path());
+    let ds: Arc<dyn Dataset> = Arc::new(ImageFolder::open(dir.path(), opts(Verify::Header, OnBadImage::Skip)).unwrap());
+    // In index order, one image per batch: batch k is sample k of
+    // [0.png, 1.png, a_ok.png, c_truncated.png, d_ok.png].
+    let sampler = Sampler::new(5, SamplerConfig { shuffle: false, random_flip: false, ..SamplerConfig::new(0, 1) }).unwrap();
+    for workers in [0, 2] {
+        let mut loader = Loader::new(Arc::clone(&ds), sampler.clone(), Cursor::default(), LoaderConfig { workers, prefetch: 4 }).unwrap();
+        let batches: Vec<_> = (0..10).map(|_| loader.next_batch().unwrap()).collect();
+        for (k, b) in batches.iter().enumerate() {
+            let names: Vec<_> = b.bad_images.iter().map(|x| x.path.file_name().unwrap().to_str().unwrap()).collect();
+            if k % 5 == 3 {
+                assert_eq!(names, ["c_truncated.png"], "batch {k}, {workers} workers");
+                assert!(!b.bad_images[0].reason.is_empty());
+                // Replaced by the next sample in list order.
+                assert_eq!(b.pixels, batches[4].pixels);
+            } else {
+                assert!(names.is_empty(), "batch {k}, {workers} workers: {names:?}");
+            }
+        }
+    }
+}

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use ditbench_family::DiTConfig;
 use serde::{Deserialize, Serialize};
 
+pub mod launch_checks;
+
 /// Where the training images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +36,10 @@ pub struct DataConfig {
     /// sample`); default: the one recorded in the latents folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vae: Option<PathBuf>,
+    /// For "imagefolder": fail the run at the first unreadable image, naming it, instead
+    /// of skipping it (skipped images are counted in the metric `data/bad_images`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fail_on_bad_image: bool,
 }
 
 fn default_builtin_len() -> usize {
@@ -205,6 +211,65 @@ fn default_eval_batch() -> usize {
 /// The section training appends to a run's `config.toml`.
 pub const PROVENANCE_HEADER: &str = "\n[provenance]\n";
 
+/// Longest sweep name or run id, in bytes (the run store's limit, `ditbench_track::MAX_ID_LEN`).
+pub const MAX_NAME_LEN: usize = 200;
+
+/// The one naming rule for sweep names (spec `name`, `--sweep`, a config's `sweep`) and
+/// run ids: 1 to 200 bytes of ASCII letters, digits, '-', '_' and '.', not starting with
+/// '.' and without "..".
+///
+/// A name becomes a folder of the run store, a Slurm job name and a word in shell
+/// commands and HTML reports, so new names are held to this strict rule. The store
+/// itself (`ditbench_track::validate_id`) checks a looser, path-safety-only rule,
+/// because it must keep reading stores whose names predate this one; every name
+/// accepted here is accepted there (`..` is refused here for that reason).
+/// `kind` names the key or flag in the message ("sweep", "--sweep", "run_id").
+pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
+    let problem = if name.is_empty() {
+        Some("it is empty".to_string())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("it is {} bytes long", name.len()))
+    } else if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c))) {
+        Some(format!("{c:?} is not allowed"))
+    } else if name.starts_with('.') {
+        Some("it starts with '.'".to_string())
+    } else if name.contains("..") {
+        Some("it contains \"..\"".to_string())
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(p) => Err(format!(
+            "{kind} `{name}`: {p}; a name must be 1 to {MAX_NAME_LEN} bytes of ASCII letters, digits, '-', '_' or '.', \
+             not starting with '.' and without \"..\" (it names a folder in the run store)"
+        )),
+    }
+}
+
+/// Most training steps a run may ask for: 10^10, over 1000× the paper's longest run
+/// (DiT-XL/2, 7M steps). Larger values are typos or overflowed arithmetic (the store
+/// keeps steps as signed 64-bit integers, so u64 values above 2^63 would read back
+/// negative).
+pub const MAX_STEPS: u64 = 10_000_000_000;
+/// Largest global batch: 2^20 images, 4096× the paper's 256.
+pub const MAX_BATCH: usize = 1 << 20;
+/// Largest image side in pixels (the paper trains at 256 and 512).
+pub const MAX_IMAGE_SIZE: usize = 1 << 16;
+/// Most loader or libtorch threads (libtorch takes its thread count as a 32-bit int).
+pub const MAX_THREADS: usize = 4096;
+/// Most images in the built-in dataset, generated samples per evaluation and real
+/// reference images (ImageNet has 1.28M; FID-50K uses 50,000).
+pub const MAX_IMAGES: usize = 1_000_000_000;
+
+/// `Err` naming `key` when `value` is outside `lo..=hi`.
+fn in_range<T: PartialOrd + std::fmt::Display>(key: &str, value: T, lo: T, hi: T, why: &str) -> Result<(), String> {
+    if value < lo || value > hi {
+        return Err(format!("{key} = {value} is out of range; valid: {lo} to {hi}{why}"));
+    }
+    Ok(())
+}
+
 /// A complete run: identity, model, data and recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,14 +287,21 @@ pub struct RunConfig {
 impl RunConfig {
     /// Checks what would otherwise fail mid-run, naming the key and the valid values.
     pub fn validate(&self) -> Result<(), String> {
+        // Names first: they decide where anything would be written.
+        validate_name("run_id", &self.run_id)?;
+        validate_name("sweep", &self.sweep)?;
         self.model.validate().map_err(|e| e.to_string())?;
         let t = &self.train;
+        let steps_why = " (at most 10^10 steps, over 1000× the paper's longest run)";
         if t.steps == 0 {
-            return Err("train.steps must be > 0".into());
+            return Err(format!("train.steps must be > 0; valid: 1 to {MAX_STEPS}{steps_why}"));
         }
+        in_range("train.steps", t.steps, 1, MAX_STEPS, steps_why)?;
+        let batch_why = " (at most 2^20 images, 4096× the paper's 256)";
         if t.batch_size == 0 {
-            return Err("train.batch_size must be > 0".into());
+            return Err(format!("train.batch_size must be > 0; valid: 1 to {MAX_BATCH}{batch_why}"));
         }
+        in_range("train.batch_size", t.batch_size, 1, MAX_BATCH, batch_why)?;
         if let Some(m) = t.micro_batch {
             if m == 0 || t.batch_size % m != 0 {
                 return Err(format!(
@@ -238,20 +310,51 @@ impl RunConfig {
                 ));
             }
         }
+        // Cadences count steps: beyond the step limit they could only mean "never",
+        // which 0 or a value >= train.steps already says.
+        for (key, v) in [
+            ("train.warmup_steps", t.warmup_steps),
+            ("train.ckpt_every", t.ckpt_every),
+            ("train.sample_every", t.sample_every),
+            ("eval.every", self.eval.as_ref().map_or(0, |e| e.every)),
+        ] {
+            in_range(key, v, 0, MAX_STEPS, steps_why)?;
+        }
+        in_range("train.log_every", t.log_every, 1, MAX_STEPS, steps_why).map_err(|e| {
+            if t.log_every == 0 { "train.log_every must be > 0".to_string() } else { e }
+        })?;
+        // Seeds are recorded as signed 64-bit integers (params table, libtorch's manual_seed).
+        in_range("train.seed", t.seed, 0, i64::MAX as u64, " (the store keeps seeds as signed 64-bit integers)")?;
+        in_range("train.threads", t.threads, 0, MAX_THREADS, " (0: libtorch's default)")?;
         if !(0.0..=1.0).contains(&t.ema_decay) {
             return Err(format!("train.ema_decay must be in [0, 1], got {}", t.ema_decay));
         }
-        if t.optimizer.lr <= 0.0 || !t.optimizer.lr.is_finite() {
-            return Err(format!("train.optimizer.lr must be positive, got {}", t.optimizer.lr));
+        let o = &t.optimizer;
+        if o.lr <= 0.0 || !o.lr.is_finite() {
+            return Err(format!("train.optimizer.lr must be positive and finite (the paper: 1e-4), got {}", o.lr));
+        }
+        for (key, b) in [("train.optimizer.beta1", o.beta1), ("train.optimizer.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(format!("{key} must be in [0, 1) (the paper: 0.9, 0.999), got {b}"));
+            }
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return Err(format!("train.optimizer.eps must be positive and finite (default 1e-8), got {}", o.eps));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return Err(format!("train.optimizer.weight_decay must be >= 0 and finite (the paper: 0), got {}", o.weight_decay));
         }
         if let Some(c) = t.grad_clip {
-            if c <= 0.0 {
+            if !(c.is_finite() && c > 0.0) {
                 return Err(format!("train.grad_clip must be positive, got {c}"));
             }
         }
-        if t.log_every == 0 {
-            return Err("train.log_every must be > 0".into());
-        }
+        in_range("data.image_size", self.data.image_size, 1, MAX_IMAGE_SIZE, " pixels")?;
+        // builtin_len sizes the procedural dataset only; other kinds ignore it (configs of
+        // latent runs carry 0), so only its upper bound applies to them.
+        let min_builtin = usize::from(self.data.kind == "builtin");
+        in_range("data.builtin_len", self.data.builtin_len, min_builtin, MAX_IMAGES, " images")?;
+        in_range("data.workers", self.data.workers, 0, MAX_THREADS, " (0: load on the training thread)")?;
         if let Some(p) = t.peak_tflops {
             if !(p.is_finite() && p > 0.0) {
                 return Err(format!("train.peak_tflops must be a positive TFLOP/s figure, got {p}"));
@@ -260,11 +363,24 @@ impl RunConfig {
         if !["auto", "fp32", "bf16"].contains(&t.precision.as_str()) {
             return Err(format!("train.precision `{}`: valid values are auto, fp32, bf16", t.precision));
         }
+        let cuda_index = t.device.strip_prefix("cuda:").map(|i| i.parse::<usize>().is_ok());
+        if !(matches!(t.device.as_str(), "auto" | "cpu" | "cuda") || cuda_index == Some(true)) {
+            return Err(format!("train.device `{}`: valid values are auto, cpu, cuda, cuda:N", t.device));
+        }
         match self.data.kind.as_str() {
             "builtin" => {}
             "imagefolder" | "latents" if self.data.path.is_some() => {}
             k @ ("imagefolder" | "latents") => return Err(format!("data.path is required for data.kind = \"{k}\"")),
             k => return Err(format!("unknown data.kind `{k}`; valid: builtin, imagefolder, latents")),
+        }
+        if self.data.fail_on_bad_image && self.data.kind != "imagefolder" {
+            // Only an ImageFolder decodes image files while training: for latents the
+            // images were checked at extraction (`latents extract --fail-on-bad-image`).
+            return Err(format!(
+                "data.fail_on_bad_image applies to data.kind = \"imagefolder\" only, not \"{}\"{}",
+                self.data.kind,
+                if self.data.kind == "latents" { " (use `ditbench latents extract --fail-on-bad-image`)" } else { "" }
+            ));
         }
         if self.data.kind == "latents" {
             // The latents' shape depends on the VAE that made them: checked against the
@@ -286,9 +402,12 @@ impl RunConfig {
                     e.num_samples, e.reference_images
                 ));
             }
+            in_range("eval.num_samples", e.num_samples, 2, MAX_IMAGES, " samples")?;
+            in_range("eval.reference_images", e.reference_images, 2, MAX_IMAGES, " images")?;
             if e.batch == 0 {
                 return Err("eval.batch must be > 0".into());
             }
+            in_range("eval.batch", e.batch, 1, MAX_BATCH, batch_why)?;
             if !matches!(e.extractor.as_str(), "builtin" | "inception") {
                 return Err(format!("unknown eval.extractor `{}`; valid: builtin, inception", e.extractor));
             }
@@ -332,6 +451,13 @@ pub fn derive_run_id(cfg: &RunConfig) -> String {
     let mut slug = slug.trim_matches('-').to_string();
     while slug.contains("--") {
         slug = slug.replace("--", "-");
+    }
+    // Keeps the id within the name rule's 200 bytes (slug, '-', 12 hex digits); only
+    // model names long enough to have made ids the store refused are shortened, so
+    // every id that could exist before stays the same.
+    if slug.len() > MAX_NAME_LEN - 13 {
+        slug.truncate(MAX_NAME_LEN - 13);
+        slug = slug.trim_end_matches('-').to_string();
     }
     format!("{slug}-{:012x}", fnv1a64(c.to_toml().as_bytes()) >> 16)
 }

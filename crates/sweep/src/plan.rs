@@ -25,6 +25,8 @@ pub struct PlanRow {
     pub est_hours: Option<f64>,
     /// Status in the store when the run is already registered.
     pub status: Option<String>,
+    /// Why a launch would refuse the run (then `sweep run` starts nothing).
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -36,6 +38,8 @@ pub struct Plan {
     pub total_hours: Option<f64>,
     /// How the estimates were made, in words.
     pub estimate_basis: String,
+    /// Runs a launch would refuse (see each row's `refused`).
+    pub refused_runs: usize,
 }
 
 /// Measured training throughput in FLOP/s: (per run id, median over all runs).
@@ -72,7 +76,7 @@ fn measured(store: &Store) -> Result<Throughput, SweepError> {
 }
 
 /// Plans a sweep against the store at `store_root` (read only; a missing store means no
-/// measurements).
+/// measurements). Runs a launch would refuse are planned too, with the reason.
 pub fn plan(spec: &SweepSpec, store_root: &Path) -> Result<Plan, SweepError> {
     let runs = spec.expand()?;
     let store = Store::open_read_only(store_root).ok();
@@ -91,7 +95,8 @@ pub fn plan(spec: &SweepSpec, store_root: &Path) -> Result<Plan, SweepError> {
         ),
         None => "no throughput measured in the store yet: run a sweep (or `ditbench train`) first to get hours".into(),
     };
-    Ok(Plan { sweep: spec.name.clone(), rows, total_train_flops, total_hours, estimate_basis })
+    let refused_runs = rows.iter().filter(|r| r.refused.is_some()).count();
+    Ok(Plan { sweep: spec.name.clone(), rows, total_train_flops, total_hours, estimate_basis, refused_runs })
 }
 
 fn row(r: &PlannedRun, through: &Throughput, status: &BTreeMap<String, Status>) -> PlanRow {
@@ -110,5 +115,6 @@ fn row(r: &PlannedRun, through: &Throughput, status: &BTreeMap<String, Status>) 
         train_flops,
         est_hours: rate.map(|f| train_flops / f / 3600.0),
         status: status.get(&r.config.run_id).map(|s| s.as_str().to_string()),
+        refused: r.refused.clone(),
     }
 }

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use ditbench_family::SIZES;
 use ditbench_family::DiTConfig;
-use ditbench_runconfig::{derive_run_id, RunConfig};
+use ditbench_runconfig::{derive_run_id, launch_checks, AdamWConfigSerde, DataConfig, EvalConfig, RunConfig, TrainConfig};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::{Table, Value};
 
@@ -181,14 +182,18 @@ pub struct SweepSpec {
     pub text: String,
     pub launcher: LauncherSpec,
     raw: RawSpec,
+    lines: Lines,
 }
 
-/// One run of a sweep: its axis values and its resolved config.
+/// One run of a sweep: its axis values, its resolved config, and why a launch would
+/// refuse it (checked when the spec is expanded, so that `sweep plan` shows it and
+/// `sweep run` starts nothing while any run is refused).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedRun {
     /// Axis key → value, in axis order (`size`, `patch`, then the rest).
     pub axes: Vec<(String, Value)>,
     pub config: RunConfig,
+    pub refused: Option<String>,
 }
 
 impl PlannedRun {
@@ -196,10 +201,28 @@ impl PlannedRun {
     pub fn size(&self) -> String {
         self.config.model.name.trim_start_matches("DiT-").split('/').next().unwrap_or("").to_string()
     }
+
+    /// The axis values, `size="S" patch=4`.
+    pub fn point(&self) -> String {
+        describe_point(&self.axes)
+    }
 }
 
 /// Keys with a meaning of their own: the family member.
 const MODEL_AXES: [&str; 2] = ["size", "patch"];
+
+/// The tables of `[base]`, in the order a run config has them.
+const BASE_SECTIONS: [&str; 4] = ["model", "data", "train", "eval"];
+
+/// Where a key of the merged run config got its value, for errors.
+#[derive(Debug, Clone)]
+struct Origin {
+    /// `[base.train] steps`, `axis "train.seed"`, `[overrides.size.XL] train.micro_batch`.
+    label: String,
+    line: Option<usize>,
+}
+
+type Origins = BTreeMap<String, Origin>;
 
 impl SweepSpec {
     pub fn load(path: &Path) -> Result<Self, SweepError> {
@@ -207,12 +230,15 @@ impl SweepSpec {
         Self::parse(&text, path)
     }
 
-    /// Parses and validates: every axis key resolves, every run config validates.
+    /// Parses and validates: every key is a real key of its table with a value of its
+    /// type, every axis resolves. Runs that a launch would refuse are not errors here:
+    /// they come back from [`SweepSpec::expand`] with their reason.
     pub fn parse(text: &str, path: &Path) -> Result<Self, SweepError> {
         let file = path.display().to_string();
+        let lines = Lines::parse(text);
         let raw: RawSpec = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of_offset(text, s.start));
-            SweepError::Spec { file: file.clone(), line, problem: e.message().to_string() }
+            SweepError::Spec { file: file.clone(), line, problem: lines.describe_error(&e) }
         })?;
         let spec = SweepSpec {
             name: raw.name.clone(),
@@ -221,9 +247,11 @@ impl SweepSpec {
             text: text.to_string(),
             launcher: raw.launcher.clone(),
             raw,
+            lines,
         };
         spec.check_shape()?;
-        // Expansion validates every run (unknown keys, bad values).
+        spec.check_keys()?;
+        // Expansion checks every value against its key's type.
         spec.expand()?;
         Ok(spec)
     }
@@ -249,66 +277,161 @@ impl SweepSpec {
         Self::parse(&(text + "\n"), &self.path)
     }
 
-    fn err(&self, key: Option<&str>, problem: impl Into<String>) -> SweepError {
-        SweepError::Spec {
-            file: self.path.display().to_string(),
-            line: key.and_then(|k| line_of_key(&self.text, k)),
-            problem: problem.into(),
-        }
+    fn err_line(&self, line: Option<usize>, problem: impl Into<String>) -> SweepError {
+        SweepError::Spec { file: self.path.display().to_string(), line, problem: problem.into() }
+    }
+
+    /// An error at the key `path` of the document (`["base", "train", "steps"]`).
+    fn err(&self, path: &[&str], problem: impl Into<String>) -> SweepError {
+        self.err_line(self.lines.of(path), problem)
     }
 
     fn check_shape(&self) -> Result<(), SweepError> {
         let r = &self.raw;
-        if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || r.name.starts_with('.') {
-            return Err(self.err(Some("name"), format!("sweep name `{}` must be non-empty ASCII letters, digits, '-', '_' or '.' (it names a folder)", r.name)));
-        }
-        for (k, v) in r.axes.iter().chain(r.zip.iter()) {
-            match v {
-                Value::Array(a) if !a.is_empty() => {}
-                Value::Array(_) => return Err(self.err(Some(k), format!("axis `{k}` is empty: an axis needs at least one value"))),
-                _ => return Err(self.err(Some(k), format!("axis `{k}` must be a list of values, e.g. {k} = [1, 2]"))),
+        ditbench_runconfig::validate_name("sweep name", &r.name).map_err(|p| self.err(&["name"], p))?;
+        for (table, axes) in [("axes", &r.axes), ("zip", &r.zip)] {
+            for (k, v) in axes {
+                match v {
+                    Value::Array(a) if !a.is_empty() => {}
+                    Value::Array(_) => return Err(self.err(&[table, k], format!("[{table}] `{k}` is empty: an axis needs at least one value"))),
+                    _ => return Err(self.err(&[table, k], format!("[{table}] `{k}` must be a list of values, e.g. \"{k}\" = [1, 2]"))),
+                }
             }
         }
         let zip_lens: Vec<usize> = r.zip.values().map(|v| v.as_array().map_or(0, Vec::len)).collect();
         if zip_lens.windows(2).any(|w| w[0] != w[1]) {
             let desc: Vec<String> = r.zip.iter().map(|(k, v)| format!("{k}: {}", v.as_array().map_or(0, Vec::len))).collect();
-            return Err(self.err(Some("[zip]"), format!("zipped axes must have equal lengths; got {}", desc.join(", "))));
+            return Err(self.err(&["zip"], format!("[zip]: zipped axes must have equal lengths; got {}", desc.join(", "))));
         }
         if let Some(rnd) = &r.random {
             if rnd.samples == 0 {
-                return Err(self.err(Some("samples"), "random.samples must be > 0"));
+                return Err(self.err(&["random", "samples"], "[random] samples must be > 0"));
             }
             for (k, d) in &rnd.axes {
                 match d {
                     Distribution::Uniform([a, b]) if a < b => {}
                     Distribution::LogUniform([a, b]) if *a > 0.0 && a < b => {}
                     Distribution::Choice(v) if !v.is_empty() => {}
-                    _ => return Err(self.err(Some(k), format!("random axis `{k}`: need uniform = [lo, hi] with lo < hi, log_uniform with 0 < lo < hi, or a non-empty choice list"))),
+                    _ => return Err(self.err(&["random", "axes", k], format!("[random.axes] `{k}`: need uniform = [lo, hi] with lo < hi, log_uniform with 0 < lo < hi, or a non-empty choice list"))),
                 }
             }
         }
         let mut seen = BTreeMap::new();
         for k in self.axis_keys() {
             if seen.insert(k.clone(), ()).is_some() {
-                return Err(self.err(Some(&k), format!("axis `{k}` is given twice (grid, zip and random axes must be distinct)")));
+                return Err(self.err_line(self.axis_line(&k, None), format!("axis `{k}` is given twice (grid, zip and random axes must be distinct)")));
             }
-        }
-        for (axis, values) in &r.overrides {
-            if !self.axis_keys().contains(axis) {
-                return Err(self.err(Some(axis), format!("[overrides.{axis}] names no axis; axes: {}", self.axis_keys().join(", "))));
-            }
-            let _ = values;
         }
         for size in r.family.keys() {
             if !SIZES.iter().any(|(s, ..)| s == size) {
-                return Err(self.err(Some(size), format!("[family] size `{size}`; valid: S, B, L, XL")));
+                return Err(self.err(&["family", size], format!("[family] size `{size}`; valid: S, B, L, XL")));
             }
         }
         match self.launcher.kind.as_str() {
             "local" | "slurm" => {}
-            k => return Err(self.err(Some("kind"), format!("launcher.kind `{k}`; valid: local, slurm"))),
+            k => return Err(self.err(&["launcher", "kind"], format!("[launcher] kind `{k}`; valid: local, slurm"))),
         }
         Ok(())
+    }
+
+    /// Every key of `[base.*]`, of the axes and of the overrides is a real key of the
+    /// run config (checked against the config structs, with the nearest key suggested).
+    fn check_keys(&self) -> Result<(), SweepError> {
+        let r = &self.raw;
+        let schema = Schema::get();
+        for (section, v) in &r.base {
+            if !BASE_SECTIONS.contains(&section.as_str()) {
+                let hint = did_you_mean(section, BASE_SECTIONS.iter().copied()).map(|s| format!("did you mean [base.{s}]? ")).unwrap_or_default();
+                return Err(self.err(&["base", section], format!("[base.{section}] is not a table of a run config; {hint}valid: [base.model], [base.data], [base.train], [base.eval]")));
+            }
+            let Value::Table(t) = v else {
+                return Err(self.err(&["base", section], format!("[base] {section} must be a table ([base.{section}])")));
+            };
+            for (key, _) in flatten(t, "") {
+                let full = format!("{section}.{key}");
+                if section == "model" && MODEL_AXES.contains(&key.as_str()) {
+                    continue;
+                }
+                if let Err(p) = schema.check_key(&full) {
+                    let first = key.split('.').next().unwrap_or(&key);
+                    return Err(self.err_line(self.lines.of_dotted(&["base", section], &key).or(self.lines.of(&["base", section, first])), format!("[base.{section}] {key}: {p}")));
+                }
+            }
+        }
+        for k in self.axis_keys() {
+            if MODEL_AXES.contains(&k.as_str()) {
+                continue;
+            }
+            if let Err(p) = schema.check_key(&k) {
+                return Err(self.err_line(self.axis_line(&k, None), format!("{} \"{k}\": {p}; settable keys: size, patch, {}", self.axis_table(&k), schema.keys().join(", "))));
+            }
+        }
+        let axis_keys = self.axis_keys();
+        for (axis, by_value) in &r.overrides {
+            if !axis_keys.contains(axis) {
+                let hint = did_you_mean(axis, axis_keys.iter().map(String::as_str)).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                return Err(self.err(&["overrides", axis], format!("[overrides.{axis}] names no axis{hint}; axes: {}", axis_keys.join(", "))));
+            }
+            let values = self.axis_values(axis);
+            for (written, keys) in by_value {
+                if let Some(vals) = &values {
+                    if !vals.iter().any(|v| value_matches(v, written)) {
+                        let list: Vec<String> = vals.iter().map(Value::to_string).collect();
+                        return Err(self.err(&["overrides", axis, written], format!(
+                            "[overrides.{axis}.{written}] matches no value of axis `{axis}` (its values: {})",
+                            list.join(", ")
+                        )));
+                    }
+                }
+                for (key, _) in flatten(keys, "") {
+                    if MODEL_AXES.contains(&key.as_str()) {
+                        return Err(self.err_line(self.lines.of_dotted(&["overrides", axis, written], &key), format!("[overrides.{axis}.{written}] {key}: the family member is chosen by the axes `size` and `patch`, not by an override")));
+                    }
+                    if let Err(p) = schema.check_key(&key) {
+                        return Err(self.err_line(self.lines.of_dotted(&["overrides", axis, written], &key), format!("[overrides.{axis}.{written}] {key}: {p}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The values an axis takes, when they are listed (grid, zip, random choice).
+    fn axis_values(&self, axis: &str) -> Option<Vec<Value>> {
+        let r = &self.raw;
+        if let Some(v) = r.axes.get(axis).or_else(|| r.zip.get(axis)) {
+            return v.as_array().cloned();
+        }
+        match r.random.as_ref().and_then(|rnd| rnd.axes.get(axis)) {
+            Some(Distribution::Choice(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// `[axes]`, `[zip]` or `[random.axes]`: where the axis `key` is written.
+    fn axis_table(&self, key: &str) -> &'static str {
+        if self.raw.axes.contains_key(key) {
+            "[axes]"
+        } else if self.raw.zip.contains_key(key) {
+            "[zip]"
+        } else {
+            "[random.axes]"
+        }
+    }
+
+    /// The line of the axis `key`, or of its value `value` when the list spans lines.
+    fn axis_line(&self, key: &str, value: Option<&Value>) -> Option<usize> {
+        let r = &self.raw;
+        for (table, axes) in [("axes", &r.axes), ("zip", &r.zip)] {
+            if let Some(list) = axes.get(key) {
+                let at = value.and_then(|v| list.as_array()?.iter().position(|x| x == v)).map(|i| format!("[{i}]"));
+                return match at {
+                    Some(i) => self.lines.of(&[table, key, &i]).or(self.lines.of(&[table, key])),
+                    None => self.lines.of(&[table, key]),
+                };
+            }
+        }
+        self.lines.of(&["random", "axes", key])
     }
 
     fn axis_keys(&self) -> Vec<String> {
@@ -365,62 +488,125 @@ impl SweepSpec {
         points
     }
 
-    /// Expands the spec into resolved, validated run configs (deterministic ids).
+    /// Expands the spec into resolved run configs (deterministic ids), each checked as
+    /// its launch would check it: [`RunConfig::validate`], the launch checks of
+    /// `ditbench_runconfig::launch_checks`, and its data on disk (a latents folder's
+    /// shape, an ImageFolder's classes). A run that fails them carries the reason in
+    /// [`PlannedRun::refused`]; a spec error (an unknown key, a value of the wrong type)
+    /// is an `Err`.
     pub fn expand(&self) -> Result<Vec<PlannedRun>, SweepError> {
         let points = self.points();
         let mut runs: Vec<PlannedRun> = Vec::with_capacity(points.len());
         let mut ids = BTreeMap::new();
+        let mut data = DataChecks::default();
+        let ranks = self.launcher.gpus_per_run.max(1);
         for axes in points {
-            let config = self.resolve(&axes)?;
+            let (config, origins) = self.resolve(&axes)?;
             if let Some(prev) = ids.insert(config.run_id.clone(), axes.clone()) {
-                return Err(self.err(None, format!(
-                    "two axis points resolve to the same run config ({}: {:?} and {:?}); remove the duplicate values",
-                    config.run_id, prev, axes
+                return Err(self.err_line(None, format!(
+                    "two axis points resolve to the same run config ({}: {} and {}); remove the duplicate values",
+                    config.run_id,
+                    describe_point(&prev),
+                    describe_point(&axes)
                 )));
             }
-            runs.push(PlannedRun { axes, config });
+            let refused = config
+                .validate()
+                .and_then(|()| launch_checks::check_launch(&config, ranks))
+                .and_then(|()| data.check(&config, ranks))
+                .err()
+                .map(|why| self.with_origin(why, &origins));
+            runs.push(PlannedRun { axes, config, refused });
         }
         if runs.is_empty() {
-            return Err(self.err(None, "the sweep expands to no runs"));
+            return Err(self.err_line(None, "the sweep expands to no runs"));
         }
         Ok(runs)
     }
 
-    fn resolve(&self, axes: &[(String, Value)]) -> Result<RunConfig, SweepError> {
+    /// The runs, or an error listing every run a launch would refuse (nothing is
+    /// registered or started then).
+    pub fn launchable(&self) -> Result<Vec<PlannedRun>, SweepError> {
+        let runs = self.expand()?;
+        let refused: Vec<String> = runs
+            .iter()
+            .filter_map(|r| r.refused.as_ref().map(|why| format!("  {} ({}): {why}", r.config.run_id, r.point())))
+            .collect();
+        if refused.is_empty() {
+            return Ok(runs);
+        }
+        Err(SweepError::Refused(format!(
+            "{} of the {} runs of sweep `{}` would be refused at launch; nothing was registered or started:\n{}",
+            refused.len(),
+            runs.len(),
+            self.name,
+            refused.join("\n")
+        )))
+    }
+
+    /// A refusal that names a key of the config also says where the spec sets it.
+    fn with_origin(&self, why: String, origins: &Origins) -> String {
+        let mut keys: Vec<&String> = origins.keys().filter(|k| why.contains(k.as_str())).collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
+        match keys.first().and_then(|k| origins.get(*k)) {
+            Some(o) => match o.line {
+                Some(l) => format!("{why} (from {} at {}:{l})", o.label, self.path.display()),
+                None => format!("{why} (from {})", o.label),
+            },
+            None => why,
+        }
+    }
+
+    fn resolve(&self, axes: &[(String, Value)]) -> Result<(RunConfig, Origins), SweepError> {
         let r = &self.raw;
         let mut table = r.base.clone();
-        for key in table.keys() {
-            if !["model", "data", "train", "eval"].contains(&key.as_str()) {
-                return Err(self.err(Some(key), format!("[base] has `{key}`; valid sections: model, data, train, eval")));
+        let mut origins = Origins::new();
+        for (section, v) in &r.base {
+            origins.insert(section.clone(), Origin { label: format!("[base.{section}]"), line: self.lines.of(&["base", section]) });
+            if let Value::Table(t) = v {
+                for (key, value) in flatten_all(t, "") {
+                    let line = self.lines.of_dotted(&["base", section], &key);
+                    origins.insert(format!("{section}.{key}"), Origin { label: format!("[base.{section}] {key} = {value}"), line });
+                }
             }
         }
         // Axis values, then overrides of the matching axis values (overrides win).
-        let mut sets: Vec<(String, Value)> = axes.iter().filter(|(k, _)| !MODEL_AXES.contains(&k.as_str())).cloned().collect();
+        let mut sets: Vec<(String, Value, Origin)> = axes
+            .iter()
+            .filter(|(k, _)| !MODEL_AXES.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone(), Origin { label: format!("{} \"{k}\" value {v}", self.axis_table(k)), line: self.axis_line(k, Some(v)) }))
+            .collect();
         for (axis, value) in axes {
             if let Some(by_value) = r.overrides.get(axis) {
                 for (written, keys) in by_value {
                     if value_matches(value, written) {
-                        sets.extend(flatten(keys, ""));
+                        for (k, v) in flatten(keys, "") {
+                            let line = self.lines.of_dotted(&["overrides", axis, written], &k);
+                            let label = format!("[overrides.{axis}.{written}] {k} = {v}");
+                            sets.push((k, v, Origin { label, line }));
+                        }
                     }
                 }
             }
         }
         // The family member.
-        let model_in = table.remove("model").map(|v| match v {
-            Value::Table(t) => Ok(t),
-            _ => Err(self.err(Some("model"), "[base.model] must be a table")),
-        });
-        let mut model_in = model_in.transpose()?.unwrap_or_default();
+        let mut model_in = match table.remove("model") {
+            Some(Value::Table(t)) => t,
+            Some(_) => return Err(self.err(&["base", "model"], "[base] model must be a table ([base.model])")),
+            None => Table::new(),
+        };
         let pick = |k: &str| axes.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        let size_line = |v: &Value| if pick("size").is_some() { self.axis_line("size", Some(v)) } else { self.lines.of(&["base", "model", "size"]) };
         let size = match pick("size").or_else(|| model_in.remove("size")) {
             Some(Value::String(s)) => s,
-            Some(v) => return Err(self.err(Some("size"), format!("size must be one of \"S\", \"B\", \"L\", \"XL\"; got {v}"))),
-            None => return Err(self.err(None, "no model size: give an axis `size = [\"S\", …]` or base.model.size")),
+            Some(v) => return Err(self.err_line(size_line(&v), format!("size {v}: expected one of \"S\", \"B\", \"L\", \"XL\" (a string)"))),
+            None => return Err(self.err_line(None, "no model size: give an axis `size = [\"S\", …]` or [base.model] size")),
         };
+        let patch_line = |v: &Value| if pick("patch").is_some() { self.axis_line("patch", Some(v)) } else { self.lines.of(&["base", "model", "patch"]) };
         let patch = match pick("patch").or_else(|| model_in.remove("patch")) {
             Some(Value::Integer(p)) => p,
-            Some(v) => return Err(self.err(Some("patch"), format!("patch must be an integer (2, 4 or 8); got {v}"))),
-            None => return Err(self.err(None, "no patch size: give an axis `patch = [8, 4, 2]` or base.model.patch")),
+            Some(v) => return Err(self.err_line(patch_line(&v), format!("patch {v}: expected an integer (2, 4 or 8)"))),
+            None => return Err(self.err_line(None, "no patch size: give an axis `patch = [8, 4, 2]` or [base.model] patch")),
         };
         model_in.remove("size");
         model_in.remove("patch");
@@ -428,39 +614,88 @@ impl SweepSpec {
             match t.get(k) {
                 None => Ok(default),
                 Some(Value::Integer(i)) => Ok(*i),
-                Some(v) => Err(self.err(Some(k), format!("base.model.{k} must be an integer; got {v}"))),
+                Some(v) => Err(self.err(&["base", "model", k], format!("[base.model] {k} = {v}: expected an integer"))),
             }
         };
         let input_size = int(&model_in, "input_size", 32)?;
         let in_channels = int(&model_in, "in_channels", 4)?;
         let num_classes = int(&model_in, "num_classes", 1000)?;
+        let size_or_patch_line = if pick("size").is_some() { self.axis_line("size", None) } else { self.lines.of(&["base", "model", "size"]) };
         let mut model = DiTConfig::from_size(&size, patch, input_size, in_channels, num_classes)
-            .map_err(|e| self.err(Some("size"), e.to_string()))?;
+            .map_err(|e| self.err_line(size_or_patch_line, format!("size \"{size}\", patch {patch}: {e}")))?;
         if let Some(f) = r.family.get(&size) {
             model.depth = f.depth;
             model.hidden_size = f.hidden_size;
             model.num_heads = f.num_heads;
             model.name = format!("{} (d{} w{} h{})", model.name, f.depth, f.hidden_size, f.num_heads);
         }
-        let mut model_table = Table::try_from(&model).map_err(|e| self.err(None, e.to_string()))?;
+        let mut model_table = Table::try_from(&model).map_err(|e| self.err_line(None, e.to_string()))?;
         for (k, v) in model_in {
             model_table.insert(k, v);
         }
         table.insert("model".into(), Value::Table(model_table));
+        for (key, value, origin) in sets {
+            set_dotted(&mut table, &key, value).map_err(|p| self.err_line(origin.line, format!("{}: {p}", origin.label)))?;
+            origins.insert(key, origin);
+        }
+        self.check_section::<DiTConfig>("model", &table, &origins)?;
+        self.check_section::<DataConfig>("data", &table, &origins)?;
+        self.check_section::<TrainConfig>("train", &table, &origins)?;
+        if table.contains_key("eval") {
+            self.check_section::<EvalConfig>("eval", &table, &origins)?;
+        }
         table.insert("run_id".into(), Value::String(String::new()));
         table.insert("sweep".into(), Value::String(r.name.clone()));
-        let base_table = table.clone();
-        for (key, value) in &sets {
-            set_dotted(&mut table, key, value.clone()).map_err(|p| self.err(Some(key), p))?;
-        }
-        let mut cfg: RunConfig = table.clone().try_into().map_err(|e: toml::de::Error| {
-            let key = sets.iter().map(|(k, _)| k.as_str()).find(|k| e.message().contains(k.rsplit('.').next().unwrap_or(k)));
-            let valid = valid_keys(&base_table);
-            self.err(key, format!("{}{}; settable keys: {}", e.message(), key.map(|k| format!(" (axis or override `{k}`)")).unwrap_or_default(), valid.join(", ")))
-        })?;
-        cfg.validate().map_err(|p| self.err(None, format!("run at {}: {p}", describe_point(axes))))?;
+        // Every section deserialised on its own above; what is left is the whole.
+        let mut cfg: RunConfig = table.try_into().map_err(|e: toml::de::Error| self.err_line(None, e.message().to_string()))?;
+        // The id first: validation checks it like any run id.
         cfg.run_id = derive_run_id(&cfg);
-        Ok(cfg)
+        Ok((cfg, origins))
+    }
+
+    /// Deserialises the section `path` (`train`, `train.optimizer`) of the merged config
+    /// as `T`; on failure, finds the key at fault by deserialising each key alone (serde
+    /// reports a wrong type before a missing field), and names where its value came from.
+    fn check_section<T: DeserializeOwned>(&self, path: &str, root: &Table, origins: &Origins) -> Result<(), SweepError> {
+        let t = match get_dotted(root, path) {
+            Some(Value::Table(t)) => t.clone(),
+            Some(v) => {
+                let o = origins.get(path);
+                return Err(self.err_line(o.and_then(|o| o.line), format!("{}: {path} = {v} must be a table of keys", o.map_or(path, |o| o.label.as_str()))));
+            }
+            None => {
+                let required = Schema::get().required(path).join(", ");
+                return Err(self.err_line(None, format!("[base.{path}] is missing: a run config needs it (required keys: {required})")));
+            }
+        };
+        let e = match t.clone().try_into::<T>() {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        if let Some(field) = missing_field(e.message()) {
+            let required = Schema::get().required(path).join(", ");
+            let top = path.split('.').next().unwrap_or(path);
+            return Err(self.err_line(
+                self.lines.of(&["base", top]),
+                format!("[base.{path}] is missing the required key `{field}` (required in [base.{path}]: {required}; an axis or override \"{path}.{field}\" may set it instead)"),
+            ));
+        }
+        for (k, v) in &t {
+            let mut one = Table::new();
+            one.insert(k.clone(), v.clone());
+            let Err(ek) = one.try_into::<T>() else { continue };
+            if missing_field(ek.message()).is_some() {
+                continue;
+            }
+            let key = format!("{path}.{k}");
+            if key == "train.optimizer" && v.is_table() {
+                return self.check_section::<AdamWConfigSerde>(&key, root, origins);
+            }
+            let o = origins.get(&key);
+            let label = o.map_or_else(|| format!("[{path}] {k} = {v}"), |o| o.label.clone());
+            return Err(self.err_line(o.and_then(|o| o.line), format!("{label}: {}{}", ek.message(), type_gloss(ek.message()))));
+        }
+        Err(self.err_line(self.lines.of(&["base", path.split('.').next().unwrap_or(path)]), format!("[base.{path}]: {}", e.message())))
     }
 }
 
@@ -477,6 +712,7 @@ fn value_matches(value: &Value, written: &str) -> bool {
     }
 }
 
+/// Leaves of a table as dotted keys.
 fn flatten(t: &Table, prefix: &str) -> Vec<(String, Value)> {
     let mut out = vec![];
     for (k, v) in t {
@@ -489,55 +725,379 @@ fn flatten(t: &Table, prefix: &str) -> Vec<(String, Value)> {
     out
 }
 
-/// Sets `a.b.c` in a table. The parents must exist as tables (a misspelled section is an
-/// error, not a new section); the leaf is checked by deserialising the whole config.
+/// Leaves and inner tables of a table as dotted keys.
+fn flatten_all(t: &Table, prefix: &str) -> Vec<(String, Value)> {
+    let mut out = vec![];
+    for (k, v) in t {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        if let Value::Table(sub) = v {
+            out.extend(flatten_all(sub, &key));
+        }
+        out.push((key, v.clone()));
+    }
+    out
+}
+
+fn get_dotted<'a>(t: &'a Table, key: &str) -> Option<&'a Value> {
+    let (first, rest) = key.split_once('.').map_or((key, None), |(a, b)| (a, Some(b)));
+    match (t.get(first)?, rest) {
+        (v, None) => Some(v),
+        (Value::Table(sub), Some(rest)) => get_dotted(sub, rest),
+        _ => None,
+    }
+}
+
+/// Sets `a.b.c` in a table (the key was checked against the config's keys), creating
+/// the tables on the way.
 fn set_dotted(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
     let parts: Vec<&str> = key.split('.').collect();
     let (leaf, parents) = parts.split_last().expect("split gives one part");
     let mut cur = table;
-    let mut walked = String::new();
-    for p in parents {
-        let sections: Vec<String> = cur.iter().filter(|(_, v)| v.is_table()).map(|(k, _)| k.clone()).collect();
+    for (i, p) in parents.iter().enumerate() {
         cur = match cur.entry(p.to_string()).or_insert_with(|| Value::Table(Table::new())) {
-            Value::Table(t) if !t.is_empty() || matches!(*p, "optimizer" | "eval") => t,
-            _ => {
-                return Err(format!(
-                    "unknown key `{key}`: `{walked}{p}` is not a section; sections here: {}",
-                    sections.join(", ")
-                ))
-            }
+            Value::Table(t) => t,
+            other => return Err(format!("`{}` is set to {other} elsewhere, so `{key}` cannot be set in it", parents[..=i].join("."))),
         };
-        walked.push_str(p);
-        walked.push('.');
     }
     cur.insert(leaf.to_string(), value);
     Ok(())
 }
 
-/// Keys an axis may set: every field of the resolved base config (defaults included)
-/// and the optional ones that are absent until set.
-fn valid_keys(base: &Table) -> Vec<String> {
-    let filled = base.clone().try_into::<RunConfig>().ok().and_then(|c| Table::try_from(&c).ok()).unwrap_or_else(|| base.clone());
-    let mut keys: Vec<String> = flatten(&filled, "").into_iter().map(|(k, _)| k).filter(|k| k != "run_id" && k != "sweep").collect();
-    keys.extend(["train.micro_batch", "train.grad_clip", "train.peak_tflops", "data.path"].map(String::from));
-    keys.sort();
-    keys.dedup();
-    keys
+/// The field named by serde's "missing field `x`" error.
+fn missing_field(message: &str) -> Option<String> {
+    Some(message.strip_prefix("missing field `")?.strip_suffix('`')?.to_string())
+}
+
+/// The type serde expected, in words, after its own message.
+fn type_gloss(message: &str) -> &'static str {
+    match message.rsplit("expected ").next().unwrap_or("") {
+        "u8" | "u16" | "u32" | "u64" | "usize" => " (a whole number >= 0, e.g. 100)",
+        "i8" | "i16" | "i32" | "i64" | "isize" => " (a whole number, e.g. 100)",
+        "f32" | "f64" => " (a number, e.g. 1e-4)",
+        "a boolean" => " (true or false)",
+        "a string" => " (a quoted string)",
+        _ => "",
+    }
+}
+
+/// The closest of `candidates` to `word`, when it is close enough to be a typo.
+fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= (word.chars().count().max(c.chars().count()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Edit distance with adjacent transpositions counted as one edit (`trian` → `train`).
+fn levenshtein(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j - 1] + cost).min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The keys of a run config, read from the config structs themselves (serde's derive
+/// hands a struct's field names to `deserialize_struct`), so a new field is settable
+/// and listed without touching this crate.
+struct Schema {
+    /// Section (`train`, `train.optimizer`) → its field names.
+    sections: Vec<(&'static str, &'static [&'static str])>,
+    /// Section → the fields without a default.
+    required: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl Schema {
+    fn get() -> &'static Schema {
+        static SCHEMA: std::sync::OnceLock<Schema> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(|| {
+            let sections = vec![
+                ("model", fields_of::<DiTConfig>()),
+                ("data", fields_of::<DataConfig>()),
+                ("train", fields_of::<TrainConfig>()),
+                ("train.optimizer", fields_of::<AdamWConfigSerde>()),
+                ("eval", fields_of::<EvalConfig>()),
+            ];
+            let required = [
+                ("model", required_fields::<DiTConfig>()),
+                ("data", required_fields::<DataConfig>()),
+                ("train", required_fields::<TrainConfig>()),
+                ("train.optimizer", required_fields::<AdamWConfigSerde>()),
+                ("eval", required_fields::<EvalConfig>()),
+            ]
+            .into_iter()
+            .collect();
+            Schema { sections, required }
+        })
+    }
+
+    fn fields(&self, section: &str) -> Option<&'static [&'static str]> {
+        self.sections.iter().find(|(s, _)| *s == section).map(|(_, f)| *f)
+    }
+
+    fn required(&self, section: &str) -> Vec<String> {
+        self.required.get(section).cloned().unwrap_or_default()
+    }
+
+    /// Every settable leaf key, `train.optimizer.lr` style.
+    fn keys(&self) -> Vec<String> {
+        let mut keys = vec![];
+        for (s, fields) in &self.sections {
+            for f in *fields {
+                let k = format!("{s}.{f}");
+                if self.fields(&k).is_none() {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
+    }
+
+    /// `Ok` when `key` (dotted, from the config's root) is a key of the run config.
+    fn check_key(&self, key: &str) -> Result<(), String> {
+        let parts: Vec<&str> = key.split('.').collect();
+        let tops: Vec<&str> = BASE_SECTIONS.to_vec();
+        if !tops.contains(&parts[0]) {
+            let hint = self.suggest(key).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+            return Err(format!("unknown key `{key}`: `{}` is not a section; sections here: {}{hint}", parts[0], tops.join(", ")));
+        }
+        let mut section = parts[0].to_string();
+        for (i, p) in parts.iter().enumerate().skip(1) {
+            let fields = self.fields(&section).expect("a section");
+            if !fields.contains(p) {
+                let hint = match did_you_mean(p, fields.iter().copied()) {
+                    Some(f) => format!("did you mean `{f}`? "),
+                    None => self.suggest(key).map(|s| format!("did you mean `{s}`? ")).unwrap_or_default(),
+                };
+                return Err(format!("unknown key `{p}` in [{section}]; {hint}keys of [{section}]: {}", fields.join(", ")));
+            }
+            let sub = format!("{section}.{p}");
+            if self.fields(&sub).is_some() {
+                section = sub;
+            } else if i + 1 < parts.len() {
+                return Err(format!("`{sub}` is a value, not a table: `{key}` does not exist"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The settable key closest to a misspelled dotted key (by the whole key, else by
+    /// its last part).
+    fn suggest(&self, key: &str) -> Option<String> {
+        let keys = self.keys();
+        if let Some(k) = did_you_mean(key, keys.iter().map(String::as_str)) {
+            return Some(k.to_string());
+        }
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        keys.iter()
+            .map(|k| (levenshtein(leaf, k.rsplit('.').next().unwrap_or(k)), k))
+            .filter(|(d, k)| *d <= (leaf.len().max(k.rsplit('.').next().unwrap_or(k).len()) / 3).max(1))
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, k)| k.clone())
+    }
+}
+
+/// The field names of a struct that derives `Deserialize`.
+fn fields_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
+/// The fields of `T` without a default: serde names the first one missing from a table,
+/// so fill it with a value of a type it takes and ask again.
+fn required_fields<T: DeserializeOwned>() -> Vec<String> {
+    let mut t = Table::new();
+    let mut out = vec![];
+    let samples = [Value::Integer(1), Value::Float(1.0), Value::String("x".into()), Value::Boolean(true), Value::Array(vec![])];
+    while let Err(e) = t.clone().try_into::<T>() {
+        let Some(field) = missing_field(e.message()) else { break };
+        let takes = |v: &Value| {
+            let mut one = Table::new();
+            one.insert(field.clone(), v.clone());
+            match one.try_into::<T>() {
+                Ok(_) => true,
+                Err(e) => missing_field(e.message()).is_some_and(|f| f != field),
+            }
+        };
+        let Some(v) = samples.iter().find(|v| takes(v)) else { break };
+        out.push(field.clone());
+        t.insert(field, v.clone());
+    }
+    out
+}
+
+/// A key path (array elements as `[i]`), the line of the key, the span of the key and
+/// the span of its value.
+type KeyAt = (Vec<String>, usize, std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// Where every key of the spec text is written, from the TOML parser's spans.
+#[derive(Debug, Clone, Default)]
+struct Lines {
+    keys: Vec<KeyAt>,
+}
+
+impl Lines {
+    fn parse(text: &str) -> Lines {
+        let mut lines = Lines::default();
+        if let Ok(doc) = toml::de::DeTable::parse(text) {
+            lines.walk_table(text, &[], doc.get_ref());
+        }
+        lines
+    }
+
+    fn walk_table(&mut self, text: &str, prefix: &[String], t: &toml::de::DeTable<'_>) {
+        for (k, v) in t {
+            let mut path = prefix.to_vec();
+            path.push(k.get_ref().to_string());
+            self.keys.push((path.clone(), line_of_offset(text, k.span().start), k.span(), v.span()));
+            self.walk_value(text, &path, v.get_ref());
+        }
+    }
+
+    fn walk_value(&mut self, text: &str, path: &[String], v: &toml::de::DeValue<'_>) {
+        match v {
+            toml::de::DeValue::Table(t) => self.walk_table(text, path, t),
+            toml::de::DeValue::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    let mut p = path.to_vec();
+                    p.push(format!("[{i}]"));
+                    self.keys.push((p.clone(), line_of_offset(text, x.span().start), x.span(), x.span()));
+                    self.walk_value(text, &p, x.get_ref());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The line of the key `path`.
+    fn of(&self, path: &[&str]) -> Option<usize> {
+        self.keys.iter().find(|(p, ..)| p.len() == path.len() && p.iter().zip(path).all(|(a, b)| a == b)).map(|k| k.1)
+    }
+
+    /// The line of `dotted` under `prefix`, however it is written (`"train.seed" = 1`,
+    /// `[…train] seed = 1` or `train = { seed = 1 }`).
+    fn of_dotted(&self, prefix: &[&str], dotted: &str) -> Option<usize> {
+        self.keys
+            .iter()
+            .filter(|(p, ..)| p.len() > prefix.len() && p.iter().zip(prefix).all(|(a, b)| a == b))
+            .find(|(p, ..)| p[prefix.len()..].join(".") == dotted)
+            .map(|k| k.1)
+    }
+
+    /// The innermost key whose key or value holds `offset`.
+    fn at(&self, offset: usize) -> Option<&[String]> {
+        self.keys
+            .iter()
+            .filter(|(p, _, k, v)| !p.last().is_some_and(|l| l.starts_with('[')) && (k.contains(&offset) || v.contains(&offset)))
+            .min_by_key(|(_, _, k, v)| if k.contains(&offset) { k.len() } else { v.len() })
+            .map(|(p, ..)| p.as_slice())
+    }
+
+    /// A parse error of the spec's own tables (`[launcher]`, `[random]`, `[family]`…)
+    /// with the key and table it is about, and the nearest valid key when it is unknown.
+    fn describe_error(&self, e: &toml::de::Error) -> String {
+        let msg = e.message().to_string();
+        let path = e.span().filter(|_| missing_field(&msg).is_none()).and_then(|s| self.at(s.start));
+        let mut out = match path {
+            Some(p) if p.len() > 1 => format!("[{}] {}: {msg}", p[..p.len() - 1].join("."), p[p.len() - 1]),
+            Some(p) => format!("{}: {msg}", p.join(".")),
+            None => msg.clone(),
+        };
+        // serde's "unknown field `x`, expected one of `a`, `b`" lists the real keys.
+        if let Some(rest) = msg.strip_prefix("unknown field `") {
+            let (word, expected) = rest.split_once('`').unwrap_or((rest, ""));
+            let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+            if let Some(s) = did_you_mean(word, valid.iter().copied()) {
+                out.push_str(&format!(" (did you mean `{s}`?)"));
+            }
+        }
+        out.push_str(type_gloss(&msg));
+        out
+    }
+}
+
+/// Data checks that read the disk, once per folder.
+#[derive(Default)]
+struct DataChecks {
+    latents: BTreeMap<PathBuf, Result<ditbench_data::LatentsHeader, String>>,
+}
+
+impl DataChecks {
+    /// What opening the run's data would refuse: a missing folder, a folder that is not
+    /// a latents folder or an ImageFolder, latents of another shape or too few images.
+    fn check(&mut self, cfg: &RunConfig, ranks: usize) -> Result<(), String> {
+        let d = &cfg.data;
+        if let Some(vae) = &d.vae {
+            if !vae.exists() {
+                return Err(format!("data.vae `{}` does not exist (a diffusers VAE folder such as sd-vae-ft-ema)", vae.display()));
+            }
+        }
+        let Some(path) = &d.path else { return Ok(()) };
+        match d.kind.as_str() {
+            "imagefolder" => {
+                let has_class = std::fs::read_dir(path).map_err(|e| {
+                    format!("data.path `{}` cannot be read ({e}); data.kind = \"imagefolder\" wants a folder with one subfolder of images per class", path.display())
+                })?
+                .filter_map(Result::ok)
+                .any(|e| e.path().is_dir());
+                if !has_class {
+                    return Err(format!("data.path `{}` has no class folders; data.kind = \"imagefolder\" wants one subfolder of images per class", path.display()));
+                }
+                Ok(())
+            }
+            "latents" => {
+                let header = self
+                    .latents
+                    .entry(path.clone())
+                    .or_insert_with(|| ditbench_data::LatentFolder::open(path).map(|f| f.header().clone()).map_err(|e| e.to_string()))
+                    .clone()
+                    .map_err(|e| format!("data.path: {e}"))?;
+                launch_checks::check_latents_fit(cfg, header.latent_channels, header.latent_size, header.image_size)
+                    .map_err(|e| format!("data.path `{}` {e}", path.display()))?;
+                launch_checks::check_dataset_len(cfg, header.count, ranks).map_err(|e| format!("data.path `{}`: {e}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// The line where `key` is written (`key =`, `"key" =` or a `[header]`).
-pub(crate) fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    let quoted = format!("\"{key}\"");
-    text.lines().position(|l| {
-        let t = l.trim_start();
-        let rest = t.strip_prefix(quoted.as_str()).or_else(|| t.strip_prefix(key));
-        matches!(rest.map(str::trim_start), Some(r) if r.starts_with('=')) || (key.starts_with('[') && t.starts_with(key))
-            || t.starts_with(&format!("[overrides.{key}"))
-    }).map(|i| i + 1)
 }
 
 /// SplitMix64: a tiny seeded generator so random sweeps expand the same everywhere.

@@ -25,7 +25,8 @@ fn same_spec(a: &str, b: &str) -> bool {
 }
 
 /// Registers the sweep and its runs (status queued; config.toml written for new runs).
-/// Idempotent for the same spec. A registered sweep of the same name with a different
+/// Refused, with every reason, when a launch would refuse any run. Idempotent for the
+/// same spec. A registered sweep of the same name with a different
 /// spec is refused, unless `new_name` is set: then the spec is registered under the next
 /// free name `<name>-2`, `<name>-3`…, and nothing of the old sweep is touched.
 pub fn register(store: &Store, spec: &SweepSpec, new_name: bool, git: (Option<String>, Option<bool>)) -> Result<Registration, SweepError> {
@@ -45,7 +46,8 @@ pub fn register(store: &Store, spec: &SweepSpec, new_name: bool, git: (Option<St
         let name = (2..).map(|i| format!("{base}-{i}")).find(|n| !sweeps.contains_key(n) || !conflicts(n)).expect("a free name");
         spec = spec.renamed(&name)?;
     }
-    let runs = spec.expand()?;
+    // Nothing is registered while any run would be refused at launch.
+    let runs = spec.launchable()?;
     store.register_sweep(&spec.name, Some(&spec.text))?;
     let mut new_runs = 0;
     for r in &runs {

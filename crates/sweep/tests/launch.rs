@@ -167,6 +167,22 @@ fn registration_is_idempotent_and_a_changed_spec_is_refused_or_renamed() {
 }
 
 #[test]
+fn a_sweep_with_a_refused_run_registers_nothing_and_names_every_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Batch 4 on 3 ranks: every run would be refused by the trainer.
+    let spec = SweepSpec::parse(&format!("{SPEC}[launcher]\ngpus_per_run = 3\n"), Path::new("launch.toml")).unwrap();
+    let runs = spec.expand().unwrap();
+    let err = register(&store, &spec, false, (None, None)).unwrap_err().to_string();
+    assert!(err.contains("4 of the 4 runs") && err.contains("nothing was registered"), "{err}");
+    for r in &runs {
+        assert!(err.contains(&r.config.run_id), "{} not named: {err}", r.config.run_id);
+    }
+    assert!(store.sweeps().unwrap().is_empty() && store.runs(None).unwrap().is_empty());
+    assert!(!dir.path().join("launch").exists(), "no sweep folder");
+}
+
+#[test]
 fn a_gpu_that_does_not_exist_is_refused_before_anything_starts() {
     let err = ditbench_sweep::local::check_gpus(&[7]).unwrap_err().to_string();
     // Either nvidia-smi is missing or the machine has fewer than 8 GPUs.

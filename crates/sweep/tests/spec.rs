@@ -121,13 +121,12 @@ fn unknown_axis_key_names_the_key_and_line() {
 
 #[test]
 fn bad_specs_are_refused_with_a_reason() {
-    let cases: [(&str, &str); 6] = [
+    let cases: [(&str, &str); 5] = [
         (&SMALL.replace("patch = [4, 2]", "patch = []"), "empty"),
         (&SMALL.replace("size = [\"S\", \"B\"]", "size = [\"S\", \"M\"]"), "M"),
         (&format!("{SMALL}[zip]\n\"train.seed\" = [1, 2]\n\"train.steps\" = [1]\n"), "equal lengths"),
         (&format!("{SMALL}[overrides.depth.3]\n\"train.steps\" = 1\n"), "names no axis"),
         (&SMALL.replace("name = \"t\"", "name = \"../x\""), "folder"),
-        (&SMALL.replace("steps = 10", "steps = 0"), "train.steps must be > 0"),
     ];
     for (text, want) in cases {
         let err = parse(text).unwrap_err();
@@ -144,6 +143,276 @@ fn renamed_spec_keeps_everything_but_the_name() {
     let (a, b) = (spec.expand().unwrap(), r.expand().unwrap());
     assert_eq!(a.len(), b.len());
     assert!(b.iter().all(|x| x.config.sweep == "t-2"));
+}
+
+/// The line (1-based) of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("`{needle}` not in the spec")) + 1
+}
+
+/// The error of a spec, which must name the file and `line`.
+fn error_at(text: &str, line: usize) -> String {
+    let err = parse(text).unwrap_err();
+    assert!(err.starts_with(&format!("test.toml:{line}: ")), "want line {line}: {err}");
+    err
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key_table_line_and_type() {
+    let text = SMALL.replace("steps = 10", "steps = \"lots\"");
+    let err = error_at(&text, line_of(&text, "steps = "));
+    assert!(err.contains("[base.train] steps") && err.contains("\"lots\"") && err.contains("u64") && err.contains("whole number"), "{err}");
+
+    // Every section of [base] is checked the same way.
+    for (section, key, bad, want) in [
+        ("[base.model]", "learn_sigma", "\"yes\"", "true or false"),
+        ("[base.data]", "random_flip", "1", "true or false"),
+        ("[base.train]", "ema_decay", "\"high\"", "a number"),
+        ("[base.eval]", "num_samples", "1.5", "whole number"),
+    ] {
+        let mut text = format!("{SMALL}\n[base.eval]\nnum_samples = 4\n");
+        let at = text.find(section).unwrap() + section.len();
+        text.insert_str(at, &format!("\n{key} = {bad}"));
+        if section == "[base.eval]" {
+            text = text.replace("num_samples = 4\n", "");
+        }
+        let err = error_at(&text, line_of(&text, &format!("{key} = {bad}")));
+        assert!(err.contains(&format!("{section} {key} = {bad}")) && err.contains(want), "{err}");
+    }
+}
+
+#[test]
+fn a_misspelled_key_is_named_with_the_key_it_is_close_to() {
+    let text = SMALL.replace("seed = 0", "seed = 0\nckpt_evry = 5");
+    let err = error_at(&text, line_of(&text, "ckpt_evry"));
+    assert!(err.contains("[base.train] ckpt_evry") && err.contains("did you mean `ckpt_every`?"), "{err}");
+    // The keys listed are the config's, not the spec's.
+    let listed = err.split("keys of [train]: ").nth(1).unwrap_or_else(|| panic!("no key list: {err}"));
+    assert!(!listed.contains("ckpt_evry") && listed.contains("batch_size") && listed.contains("ckpt_every"), "{err}");
+
+    let text = SMALL.replace("image_size = 8", "imag_size = 8");
+    let err = error_at(&text, line_of(&text, "imag_size"));
+    assert!(err.contains("[base.data] imag_size") && err.contains("did you mean `image_size`?"), "{err}");
+
+    let text = SMALL.replace("[base.train]", "[base.trian]");
+    let err = error_at(&text, line_of(&text, "[base.trian]"));
+    assert!(err.contains("did you mean [base.train]?"), "{err}");
+
+    // The spec's own tables too (serde's list of fields is the real one).
+    let text = format!("{SMALL}[launcher]\nmax_paralel = 2\n");
+    let err = error_at(&text, line_of(&text, "max_paralel"));
+    assert!(err.contains("[launcher] max_paralel") && err.contains("did you mean `max_parallel`?"), "{err}");
+}
+
+#[test]
+fn a_missing_required_key_names_its_table_and_the_tables_line() {
+    let text = SMALL.replace("batch_size = 4\n", "");
+    let err = error_at(&text, line_of(&text, "[base.train]"));
+    assert!(err.contains("[base.train] is missing the required key `batch_size`"), "{err}");
+    // The required keys of TrainConfig: those without a serde default.
+    assert!(err.contains("required in [base.train]: steps, batch_size, seed;"), "{err}");
+    // An axis may give it instead.
+    let ok = format!("{text}\"train.batch_size\" = [4]\n");
+    assert_eq!(parse(&ok).unwrap().expand().unwrap().len(), 4);
+}
+
+#[test]
+fn axis_zip_and_override_keys_and_values_name_their_table_and_line() {
+    // A value of the wrong type in a multi-line axis: the line of that value.
+    let text = format!("{SMALL}\"train.steps\" = [\n  10,\n  \"x\",\n]\n");
+    let err = error_at(&text, line_of(&text, "  \"x\","));
+    assert!(err.contains("[axes] \"train.steps\" value \"x\"") && err.contains("u64"), "{err}");
+
+    let text = format!("{SMALL}[zip]\n\"train.sed\" = [1, 2]\n");
+    let err = error_at(&text, line_of(&text, "train.sed"));
+    assert!(err.contains("[zip] \"train.sed\"") && err.contains("did you mean `seed`?"), "{err}");
+
+    let text = format!("{SMALL}[overrides.size.B]\n\"train.micro_bach\" = 2\n");
+    let err = error_at(&text, line_of(&text, "micro_bach"));
+    assert!(err.contains("[overrides.size.B] train.micro_bach") && err.contains("did you mean `micro_batch`?"), "{err}");
+
+    let text = format!("{SMALL}[overrides.size.B]\n\"train.micro_batch\" = \"two\"\n");
+    let err = error_at(&text, line_of(&text, "micro_batch"));
+    assert!(err.contains("[overrides.size.B] train.micro_batch = \"two\"") && err.contains("whole number"), "{err}");
+
+    let text = format!("{SMALL}[overrides.size.M]\n\"train.micro_batch\" = 2\n");
+    let err = error_at(&text, line_of(&text, "[overrides.size.M]"));
+    assert!(err.contains("matches no value of axis `size`") && err.contains("\"S\", \"B\""), "{err}");
+
+    let text = SMALL.replace("patch = [4, 2]", "patch = [4, \"2\"]");
+    let err = error_at(&text, line_of(&text, "patch = "));
+    assert!(err.contains("patch \"2\"") && err.contains("integer"), "{err}");
+}
+
+#[test]
+fn settable_keys_are_the_run_configs_keys() {
+    // A config with every optional field set, serialised by the real RunConfig: each
+    // of its keys must be listed, and nothing else.
+    let full = r#"
+run_id = "x"
+sweep = "t"
+[model]
+name = "m"
+depth = 1
+hidden_size = 8
+num_heads = 2
+patch_size = 2
+input_size = 8
+in_channels = 3
+num_classes = 10
+[data]
+kind = "imagefolder"
+path = "p"
+vae = "v"
+image_size = 8
+fail_on_bad_image = true
+[train]
+steps = 1
+batch_size = 1
+micro_batch = 1
+grad_clip = 1.0
+peak_tflops = 1.0
+precision = "bf16"
+tf32 = false
+activation_checkpointing = true
+seed = 0
+[eval]
+num_samples = 2
+bf16 = true
+"#;
+    let cfg: ditbench_runconfig::RunConfig = toml::from_str(full).unwrap();
+    let table: toml::Table = toml::from_str(&cfg.to_toml()).unwrap();
+    let mut want = vec![];
+    for (section, v) in &table {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(sub) => want.extend(sub.keys().map(|s| format!("{section}.{k}.{s}"))),
+                    _ => want.push(format!("{section}.{k}")),
+                }
+            }
+        }
+    }
+    let err = parse(&format!("{SMALL}\"train.nope\" = [1]\n")).unwrap_err();
+    let listed: Vec<&str> = err.split("settable keys: ").nth(1).unwrap().split(", ").map(str::trim).collect();
+    let mut listed_sorted: Vec<&str> = listed.iter().copied().filter(|k| *k != "size" && *k != "patch").collect();
+    listed_sorted.sort();
+    want.sort();
+    // Fields skipped when at their default (none here) would be missing from `want`.
+    let missing: Vec<&String> = want.iter().filter(|k| !listed.contains(&k.as_str())).collect();
+    assert!(missing.is_empty(), "not listed: {missing:?}\n{err}");
+    let extra: Vec<&&str> = listed_sorted.iter().filter(|k| !want.iter().any(|w| w == *k)).collect();
+    assert!(extra.is_empty(), "listed but not a config key: {extra:?}\n{err}");
+}
+
+/// A finished latents folder of `count` records of C×S×S latents of `image_size` px images.
+fn latents_folder(dir: &Path, c: usize, s: usize, image_size: usize, count: usize) {
+    use ditbench_data::latents::{LatentsHeader, FORMAT, VERSION};
+    let header = LatentsHeader {
+        format: FORMAT.into(),
+        version: VERSION,
+        count: 0,
+        latent_channels: c,
+        latent_size: s,
+        image_size,
+        scaling_factor: 0.18215,
+        classes: vec!["a".into(), "b".into()],
+        vae: "vae".into(),
+        source: "images".into(),
+        skipped: 0,
+    };
+    let len = header.record_len();
+    let mut w = ditbench_data::LatentWriter::create_or_resume(dir, header).unwrap();
+    for i in 0..count {
+        w.append(&vec![0.0; len], (i % 2) as i64).unwrap();
+    }
+    w.finish(0).unwrap();
+}
+
+/// The refusal of each run of `text`'s plan (None: it would launch).
+fn refusals(text: &str) -> Vec<(String, Option<String>)> {
+    let spec = parse(text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = plan(&spec, &dir.path().join("store")).unwrap();
+    assert_eq!(p.refused_runs, p.rows.iter().filter(|r| r.refused.is_some()).count());
+    p.rows.into_iter().map(|r| (r.model, r.refused)).collect()
+}
+
+#[test]
+fn runs_a_launch_would_refuse_are_planned_as_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let every = |text: &str, want: &str| {
+        let r = refusals(text);
+        assert_eq!(r.len(), 4);
+        for (model, why) in r {
+            let why = why.unwrap_or_else(|| panic!("{model} not refused; want `{want}`"));
+            assert!(why.contains(want), "{model}: want `{want}` in: {why}");
+        }
+    };
+    // The built-in feature network on other data (was: a failure of every run at launch).
+    let images = tmp.path().join("images");
+    std::fs::create_dir_all(images.join("cat")).unwrap();
+    let folder = SMALL.replace("kind = \"builtin\"", &format!("kind = \"imagefolder\"\npath = {:?}", images.to_str().unwrap()));
+    assert!(refusals(&folder).iter().all(|(_, r)| r.is_none()), "{:?}", refusals(&folder));
+    every(&format!("{folder}[base.eval]\nnum_samples = 10\nextractor = \"builtin\"\n"), "eval.extractor = \"builtin\"");
+    // An ImageFolder that is not there, or has no class folders.
+    every(&folder.replace("images\"", "nowhere\""), "nowhere");
+    every(&folder.replace("images\"", "images/cat\""), "no class folders");
+    // What validate() refuses now refuses runs instead of the spec, with its origin.
+    let text = SMALL.replace("steps = 10", "steps = 0");
+    every(&text, "train.steps must be > 0");
+    every(&text, &format!("[base.train] steps = 0 at test.toml:{}", line_of(&text, "steps = 0")));
+    // Sampler strings the grid or the evaluation could not parse (they failed at the end).
+    every(&SMALL.replace("seed = 0", "seed = 0\ngrid_sampling = \"ddim49\""), "no integer stride gives exactly 49");
+    every(&format!("{SMALL}[base.eval]\nnum_samples = 10\nsampling = \"fast\"\n"), "eval.sampling `fast`");
+    // Ranks that do not divide the batch, and a built-in dataset smaller than a batch.
+    every(&format!("{SMALL}[launcher]\ngpus_per_run = 3\n"), "not divisible by the 3 ranks");
+    every(&SMALL.replace("image_size = 8", "image_size = 8\nbuiltin_len = 3"), "too small for train.batch_size 4");
+
+    // Only the runs whose override breaks them.
+    let r = refusals(&format!("{SMALL}[overrides.size.B]\n\"train.micro_batch\" = 3\n"));
+    for (model, why) in &r {
+        assert_eq!(why.is_some(), model.starts_with("DiT-B"), "{model}: {why:?}");
+    }
+    let why = r.iter().find_map(|(_, w)| w.clone()).unwrap();
+    assert!(why.contains("train.micro_batch 3 must divide") && why.contains("[overrides.size.B] train.micro_batch"), "{why}");
+}
+
+#[test]
+fn a_latents_folder_must_fit_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 4×2×2 latents of 16 px images, 8 of them.
+    latents_folder(tmp.path(), 4, 2, 16, 8);
+    let spec = |input: usize, image: usize| {
+        format!(
+            "name = \"l\"\n[base.model]\ninput_size = {input}\nin_channels = 4\nnum_classes = 2\n[base.data]\nkind = \"latents\"\npath = {:?}\nimage_size = {image}\n[base.train]\nsteps = 1\nbatch_size = 4\nseed = 0\n[axes]\nsize = [\"S\"]\npatch = [2]\n",
+            tmp.path().to_str().unwrap()
+        )
+    };
+    assert_eq!(refusals(&spec(2, 16)), vec![("DiT-S/2".to_string(), None)]);
+    let why = refusals(&spec(4, 32))[0].1.clone().unwrap();
+    assert!(why.contains("holds 4×2×2 latents of 16 px images") && why.contains("input_size 4"), "{why}");
+    // Not a latents folder at all.
+    let other = tempfile::tempdir().unwrap();
+    let why = refusals(&spec(2, 16).replace(tmp.path().to_str().unwrap(), other.path().to_str().unwrap()))[0].1.clone().unwrap();
+    assert!(why.contains("not a latents folder"), "{why}");
+    // 8 latents for a batch of 16.
+    let why = refusals(&spec(2, 16).replace("batch_size = 4", "batch_size = 16"))[0].1.clone().unwrap();
+    assert!(why.contains("a dataset of 8 images is too small for train.batch_size 16"), "{why}");
+}
+
+#[test]
+fn sampler_strings_are_refused_exactly_where_the_reference_respacing_fails() {
+    // scripts/reference/make_sweep_fixtures.py: dit_reference.space_timesteps(1000, s).
+    let text = std::fs::read_to_string(Path::new(&manifest_dir()).join("tests/fixtures/respacing.json")).unwrap();
+    let fx: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = fx["rows"].as_array().unwrap();
+    assert!(rows.len() >= 30);
+    for r in rows {
+        let s = r["sampling"].as_str().unwrap();
+        let ours = ditbench_runconfig::launch_checks::check_respacing(s);
+        assert_eq!(ours.is_ok(), r["valid"].as_bool().unwrap(), "`{s}`: {ours:?} vs the reference's {r}");
+    }
 }
 
 /// This crate's folder, read when the test runs: the shared build cache may hold a test

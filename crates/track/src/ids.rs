@@ -9,6 +9,12 @@ pub const MAX_ID_LEN: usize = 200;
 /// most [`MAX_ID_LEN`] bytes, no `/` or `\`, no `..`, no leading `.`, no control
 /// characters, no leading or trailing whitespace. `kind` ("run id", "sweep name")
 /// is used in the error message.
+///
+/// This is the store's floor (nothing may escape the store folder), not the naming
+/// rule for new sweeps and runs: that is `ditbench_runconfig::validate_name` (ASCII
+/// letters, digits, '-', '_', '.'), a strict subset checked before anything is
+/// written. The store stays looser so that it keeps opening stores whose names predate
+/// the strict rule (e.g. a `--sweep "sweep 1"` of an older ditbench).
 pub fn validate_id(kind: &'static str, id: &str) -> Result<()> {
     let bad = |reason| {
         Err(Error::InvalidId {

@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
             workers: 0,
             random_flip: true,
             vae: None,
+            fail_on_bad_image: false,
         },
         train: TrainConfig {
             steps,

@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             workers: 1,
             random_flip: true,
             vae: None,
+            fail_on_bad_image: false,
         },
         train: TrainConfig {
             steps: warmup + steps,

@@ -1,6 +1,6 @@
 //! Training checkpoints: one safetensors file per checkpoint holding the model, the
-//! EMA, both AdamW moments, and in its metadata the step, the data cursor and the model
-//! config. One file (not weights + a side file) so a checkpoint is written with a single
+//! EMA, both AdamW moments, and in its metadata the step, the data cursor, the
+//! unreadable images met so far and the model config. One file (not weights + a side file) so a checkpoint is written with a single
 //! atomic rename: a crash leaves either the previous set of checkpoints or the new one.
 //!
 //! Randomness needs no saved generator state: every step reseeds libtorch from
@@ -23,6 +23,7 @@ pub const META_STEP: &str = "ditbench.step";
 pub const META_OPT_STEP: &str = "ditbench.optimizer_step";
 pub const META_CURSOR: &str = "ditbench.data_cursor";
 pub const META_SEED: &str = "ditbench.seed";
+pub const META_BAD_IMAGES: &str = "ditbench.bad_images";
 
 /// A deterministic per-step seed (SplitMix64 of the run seed and the step), so that a
 /// resumed run draws the same timesteps, noise and label dropout as an uninterrupted
@@ -42,6 +43,11 @@ pub struct Resume {
     pub seed: u64,
     /// The data loader's cursor, as the loader serialised it.
     pub data_cursor: String,
+    /// The unreadable images training has met so far (and replaced by readable ones),
+    /// so the count a resumed run reports equals an uninterrupted run's: after a resume
+    /// the same images are met again in later epochs and must not count twice. Sorted;
+    /// absent (empty) in checkpoints older than it.
+    pub bad_images: Vec<String>,
 }
 
 /// `checkpoints/0001000.safetensors` for step 1000.
@@ -95,6 +101,9 @@ pub fn save(
     meta.insert(META_OPT_STEP.into(), opt.step.to_string());
     meta.insert(META_SEED.into(), resume.seed.to_string());
     meta.insert(META_CURSOR.into(), resume.data_cursor.clone());
+    if !resume.bad_images.is_empty() {
+        meta.insert(META_BAD_IMAGES.into(), serde_json::to_string(&resume.bad_images).expect("strings serialise"));
+    }
     let path = checkpoint_path(dir, resume.step);
     write_safetensors_atomic(&path, &tensors, meta)?;
     if keep_last > 0 {
@@ -115,7 +124,13 @@ pub fn load(path: &Path, model: &Model, ema: &mut Ema, opt: &mut AdamW) -> Resul
     let parse = |k: &str| -> Result<u64, ModelError> {
         get(k)?.parse().map_err(|_| err(path, format!("metadata `{k}` is not an integer")))
     };
-    let resume = Resume { step: parse(META_STEP)?, seed: parse(META_SEED)?, data_cursor: get(META_CURSOR)?.clone() };
+    let bad_images = match meta.get(META_BAD_IMAGES) {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| err(path, format!("metadata `{META_BAD_IMAGES}` is not a JSON list of paths: {e}")))?,
+        None => Vec::new(),
+    };
+    let resume =
+        Resume { step: parse(META_STEP)?, seed: parse(META_SEED)?, data_cursor: get(META_CURSOR)?.clone(), bad_images };
     let opt_step = parse(META_OPT_STEP)?;
 
     let mut by_prefix: BTreeMap<&str, Vec<(String, Tensor)>> = BTreeMap::new();

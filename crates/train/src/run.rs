@@ -6,6 +6,7 @@
 //! SIGTERM, SIGINT and SIGUSR1 finish the current step, checkpoint, mark the run
 //! preempted and return [`Outcome::Preempted`] (launchers requeue on its exit code).
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ditbench_data::{
-    Builtin, Cursor, Dataset, ImageFolder, ImageFolderOptions, LatentFolder, Loader, LoaderConfig, Sampler, SamplerConfig,
+    BadImage, Builtin, Cursor, DataError, Dataset, ImageFolder, ImageFolderOptions, LatentFolder, Loader, LoaderConfig,
+    OnBadImage, Sampler, SamplerConfig,
 };
 use ditbench_diffusion::GaussianDiffusion;
 use ditbench_model::Model;
@@ -52,7 +54,26 @@ pub enum TrainError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("evaluation: {0}")]
     Eval(String),
+    #[error(
+        "cannot read image {}: {reason} (data.fail_on_bad_image is set, so an unreadable image stops the run; \
+         without it the image is skipped, reported and counted in the metric data/bad_images)",
+        path.display()
+    )]
+    UnreadableImage { path: PathBuf, reason: String },
 }
+
+/// A data error, naming the setting that made an unreadable image fatal.
+fn data_error(e: DataError) -> TrainError {
+    match e {
+        DataError::BadImage { path, reason } => TrainError::UnreadableImage { path, reason },
+        e => TrainError::Data(e),
+    }
+}
+
+/// The metric counting the unreadable images an ImageFolder run has skipped so far.
+pub const BAD_IMAGES_METRIC: &str = "data/bad_images";
+/// Unreadable images named one by one in the log; the rest are only counted.
+const BAD_IMAGES_NAMED: usize = 5;
 
 /// How a run ended (the CLI maps these to exit codes).
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +83,16 @@ pub enum Outcome {
     Preempted { step: u64 },
     /// Non-finite loss: marked failed, the last good checkpoint kept.
     Failed { step: u64, reason: String },
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Finished { step } => write!(f, "finished at step {step}"),
+            Outcome::Preempted { step } => write!(f, "preempted at step {step} (checkpointed; rerun to resume)"),
+            Outcome::Failed { step, reason } => write!(f, "failed at step {step}: {reason}"),
+        }
+    }
 }
 
 /// What the loop reports to its caller (the CLI draws a progress bar from it).
@@ -146,16 +177,28 @@ impl RunLog {
             progress.message(msg);
         }
     }
+
+    /// A line for `log.txt` only (what the caller prints itself).
+    fn file_line(&mut self, msg: &str) {
+        if let Some(f) = &mut self.0 {
+            let _ = writeln!(f, "{:.3} {msg}", ditbench_track::now());
+        }
+    }
 }
 
-fn open_dataset(cfg: &RunConfig) -> Result<Arc<dyn Dataset>, TrainError> {
+/// The training dataset and, for an ImageFolder, the unreadable images its header
+/// check left out (the folder lists them once, at open).
+fn open_dataset(cfg: &RunConfig) -> Result<(Arc<dyn Dataset>, Vec<BadImage>), TrainError> {
     let d = &cfg.data;
-    Ok(match d.kind.as_str() {
+    let dataset: Arc<dyn Dataset> = match d.kind.as_str() {
         "builtin" => Arc::new(Builtin::new(d.image_size, d.builtin_len, cfg.train.seed)?),
         "imagefolder" => {
             let path = d.path.as_ref().ok_or_else(|| TrainError::Config("data.path missing".into()))?;
-            let opts = ImageFolderOptions::new(d.image_size as u32);
-            Arc::new(ImageFolder::open(path, opts)?)
+            let on_bad_image = if d.fail_on_bad_image { OnBadImage::Fail } else { OnBadImage::Skip };
+            let opts = ImageFolderOptions { on_bad_image, ..ImageFolderOptions::new(d.image_size as u32) };
+            let folder = ImageFolder::open(path, opts).map_err(data_error)?;
+            let skipped = folder.skipped_at_open().to_vec();
+            return Ok((Arc::new(folder), skipped));
         }
         "latents" => {
             let path = d.path.as_ref().ok_or_else(|| TrainError::Config("data.path missing".into()))?;
@@ -178,7 +221,29 @@ fn open_dataset(cfg: &RunConfig) -> Result<Arc<dyn Dataset>, TrainError> {
             Arc::new(latents)
         }
         k => return Err(TrainError::Config(format!("unknown data.kind `{k}`"))),
-    })
+    };
+    Ok((dataset, Vec::new()))
+}
+
+/// `path` relative to the data folder, as the log and the checkpoint name it.
+fn data_relative(cfg: &RunConfig, path: &Path) -> String {
+    let root = cfg.data.path.as_deref().unwrap_or(Path::new(""));
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
+}
+
+/// One line for the images left out at open: how many, and the first few with why.
+fn bad_at_open_line(cfg: &RunConfig, bad: &[BadImage]) -> String {
+    let named: Vec<String> =
+        bad.iter().take(BAD_IMAGES_NAMED).map(|b| format!("{} ({})", data_relative(cfg, &b.path), b.reason)).collect();
+    let more = bad.len().saturating_sub(BAD_IMAGES_NAMED);
+    format!(
+        "data: skipped {} unreadable image(s) in {}: {}{} (metric {BAD_IMAGES_METRIC}; data.fail_on_bad_image = true, \
+         or --fail-on-bad-image, makes one an error instead)",
+        bad.len(),
+        cfg.data.path.as_deref().unwrap_or(Path::new("")).display(),
+        named.join("; "),
+        if more > 0 { format!("; and {more} more") } else { String::new() }
+    )
 }
 
 /// The real images for the evaluation's reference statistics: the training images, or
@@ -231,17 +296,16 @@ fn train_attempt(
     let mut ranks = Ranks::from_env()?;
     let lead = ranks.rank() == 0;
     let device = ranks.device_or(pick_device(&t.device)?);
-    if t.batch_size % ranks.world() != 0 {
-        return Err(TrainError::Config(format!(
-            "train.batch_size {} is not divisible by the {} ranks",
-            t.batch_size,
-            ranks.world()
-        )));
-    }
+    // The checks `sweep plan` makes too (ranks, sampler strings, evaluator vs data).
+    ditbench_runconfig::launch_checks::check_launch(cfg, ranks.world()).map_err(TrainError::Config)?;
     let precision = Precision::resolve(&t.precision, device)?;
     if device.is_cuda() {
         ditbench_torchext::set_tf32(t.tf32)?;
     }
+    // Opened before anything is recorded: a missing folder, latents of another shape or
+    // (with data.fail_on_bad_image) an unreadable image is bad input, refused without
+    // registering the run.
+    let (dataset, bad_at_open) = open_dataset(cfg)?;
 
     // ---- registry and run folder (before step 0)
     let run_dir = store.run_dir(&cfg.sweep, &cfg.run_id);
@@ -291,9 +355,12 @@ fn train_attempt(
     let mut opt = AdamW::for_model(&model.vs, t.optimizer.into(), t.decay_matrices_only);
     let ckpt_dir = run_dir.join("checkpoints");
     let (mut step, mut cursor) = (0u64, Cursor::default());
+    // Unreadable images met so far at load time (relative paths), kept across resumes.
+    let mut bad_met = BTreeSet::new();
     if let Some((_, path)) = checkpoint::list_checkpoints(&ckpt_dir).pop() {
         let r = checkpoint::load(&path, &model, &mut ema, &mut opt)?;
         step = r.step;
+        bad_met.extend(r.bad_images);
         cursor = serde_json::from_str(&r.data_cursor)
             .map_err(|e| TrainError::Config(format!("{}: bad data cursor: {e}", path.display())))?;
         log.line(progress, &format!("resumed from {} at step {step}", path.display()));
@@ -309,7 +376,9 @@ fn train_attempt(
     }
 
     // ---- data
-    let dataset = open_dataset(cfg)?;
+    if !bad_at_open.is_empty() {
+        log.line(progress, &bad_at_open_line(cfg, &bad_at_open));
+    }
     let posterior = dataset.holds_posterior();
     // Loaded before step 0 so that a missing VAE fails now, not at the first grid.
     let decoder = if lead { Decoder::for_run(cfg, device)? } else { Decoder::Pixels };
@@ -371,7 +440,9 @@ fn train_attempt(
     );
     progress.start(step, t.steps);
 
-    let mut window = (Instant::now(), 0u64);
+    // Throughput windows start where this attempt starts: after a resume at step S the
+    // first one is (images since S) / (time since the resume), not all steps since 0.
+    let mut window = (Instant::now(), step);
     let outcome = loop {
         if step >= t.steps {
             break Outcome::Finished { step };
@@ -380,7 +451,7 @@ fn train_attempt(
         if ranks.any(stop.load(Ordering::SeqCst))? {
             break Outcome::Preempted { step };
         }
-        let batch = loader.next_batch()?;
+        let batch = loader.next_batch().map_err(data_error)?;
         let [n, c, h, w] = batch.shape.map(|v| v as i64);
         let x = Tensor::from_slice(&batch.pixels).reshape([n, c, h, w]).to_device(device);
         let y = Tensor::from_slice(&batch.labels).to_device(device);
@@ -471,6 +542,20 @@ fn train_attempt(
         }
         step += 1;
         cursor = batch.next;
+        for bad in &batch.bad_images {
+            if bad_met.insert(data_relative(cfg, &bad.path)) && bad_met.len() <= BAD_IMAGES_NAMED {
+                let more = if bad_met.len() == BAD_IMAGES_NAMED { "; further ones are only counted" } else { "" };
+                log.line(
+                    progress,
+                    &format!(
+                        "data: unreadable image {} ({}) replaced by the next readable one at step {step} \
+                         (metric {BAD_IMAGES_METRIC}{more})",
+                        data_relative(cfg, &bad.path),
+                        bad.reason
+                    ),
+                );
+            }
+        }
         progress.step(step, loss_sum);
 
         if step % t.log_every == 0 || step == t.steps {
@@ -489,6 +574,14 @@ fn train_attempt(
                 ("tflops", tflops),
             ];
             let mut extra = String::new();
+            if cfg.data.kind == "imagefolder" {
+                // Cumulative: left out at open plus distinct images replaced since step 0.
+                let bad = (bad_at_open.len() + bad_met.len()) as f64;
+                metrics.push((BAD_IMAGES_METRIC, bad));
+                if bad > 0.0 {
+                    extra += &format!(" bad images {bad}");
+                }
+            }
             if let Some((peak, _)) = &peak {
                 metrics.push(("mfu", tflops / peak));
                 extra += &format!(" MFU {:.1}%", 100.0 * tflops / peak);
@@ -513,7 +606,7 @@ fn train_attempt(
         }
         let Some(writer) = writer.as_mut() else { continue };
         if t.ckpt_every > 0 && step % t.ckpt_every == 0 && step < t.steps {
-            save_checkpoint(&ckpt_dir, &model, &ema, &opt, cfg, step, &cursor, &mut log, progress)?;
+            save_checkpoint(&ckpt_dir, &model, &ema, &opt, cfg, step, &cursor, &bad_met, &mut log, progress)?;
             // Metrics reach the disk with each checkpoint: after a power loss, the run
             // resumes from a step whose history is all there (flushes between
             // checkpoints only guard against the process dying, track::Durability).
@@ -535,7 +628,7 @@ fn train_attempt(
     let Some(mut writer) = writer else { return Ok(outcome) };
     match &outcome {
         Outcome::Finished { step } | Outcome::Preempted { step } => {
-            save_checkpoint(&ckpt_dir, &model, &ema, &opt, cfg, *step, &cursor, &mut log, progress)?;
+            save_checkpoint(&ckpt_dir, &model, &ema, &opt, cfg, *step, &cursor, &bad_met, &mut log, progress)?;
         }
         Outcome::Failed { .. } => {}
     }
@@ -554,7 +647,8 @@ fn train_attempt(
         Outcome::Failed { reason, .. } => StatusChange::new(Status::Failed).message(reason.clone()),
     };
     store.set_status(&cfg.run_id, &change)?;
-    log.line(progress, &format!("{outcome:?}"));
+    // The caller prints the outcome to the user; the log keeps its own copy.
+    log.file_line(&outcome.to_string());
     Ok(outcome)
 }
 
@@ -567,6 +661,7 @@ fn save_checkpoint(
     cfg: &RunConfig,
     step: u64,
     cursor: &Cursor,
+    bad_images: &BTreeSet<String>,
     log: &mut RunLog,
     progress: &mut dyn Progress,
 ) -> Result<(), TrainError> {
@@ -574,6 +669,7 @@ fn save_checkpoint(
         step,
         seed: cfg.train.seed,
         data_cursor: serde_json::to_string(cursor).expect("cursor serialises"),
+        bad_images: bad_images.iter().cloned().collect(),
     };
     let path = checkpoint::save(dir, model, ema, opt, &resume, cfg.train.keep_last)?;
     log.line(progress, &format!("checkpoint {}", path.display()));

@@ -158,6 +158,7 @@ fn latent_run(latents: &Path, steps: u64) -> RunConfig {
             workers: 1,
             random_flip: true,
             vae: None,
+            fail_on_bad_image: false,
         },
         train: TrainConfig {
             steps,

@@ -73,7 +73,13 @@ fn resume_is_bit_identical() {
     let dir = std::env::temp_dir().join(format!("ditbench-resume-{}", std::process::id()));
     let mut first = fresh();
     steps(&mut first, 0..n);
-    let resume = Resume { step: n, seed: SEED, data_cursor: "{\"epoch\":0,\"position\":20}".into() };
+    // The unreadable images met so far travel with the checkpoint (compared below).
+    let resume = Resume {
+        step: n,
+        seed: SEED,
+        data_cursor: "{\"epoch\":0,\"position\":20}".into(),
+        bad_images: vec!["cats/broken.jpg".into(), "dogs/ünïcode \"quoted\".png".into()],
+    };
     let path = checkpoint::save(&dir, &first.model, &first.ema, &first.opt, &resume, 2).unwrap();
     drop(first);
 
@@ -96,7 +102,7 @@ fn keep_last_k_and_listing() {
     let run = fresh();
     let dir = std::env::temp_dir().join(format!("ditbench-keep-{}", std::process::id()));
     for step in [10, 20, 30, 40] {
-        let r = Resume { step, seed: 1, data_cursor: String::new() };
+        let r = Resume { step, seed: 1, data_cursor: String::new(), bad_images: Vec::new() };
         checkpoint::save(&dir, &run.model, &run.ema, &run.opt, &r, 2).unwrap();
     }
     std::fs::write(dir.join("notes.txt"), "stray").unwrap();
@@ -109,7 +115,7 @@ fn a_checkpoint_of_another_model_is_refused_and_changes_nothing() {
     let _serial = serial();
     let run = fresh();
     let dir = std::env::temp_dir().join(format!("ditbench-wrong-{}", std::process::id()));
-    let r = Resume { step: 1, seed: 1, data_cursor: String::new() };
+    let r = Resume { step: 1, seed: 1, data_cursor: String::new(), bad_images: Vec::new() };
     let path = checkpoint::save(&dir, &run.model, &run.ema, &run.opt, &r, 0).unwrap();
     let mut cfg = DiTConfig::from_size("S", 2, 8, 4, 10).unwrap();
     cfg.depth = 2; // same names, patch 2 instead of 4: shapes differ
