@@ -204,20 +204,9 @@ fn open_dataset(cfg: &RunConfig) -> Result<(Arc<dyn Dataset>, Vec<BadImage>), Tr
             let path = d.path.as_ref().ok_or_else(|| TrainError::Config("data.path missing".into()))?;
             let latents = LatentFolder::open(path)?;
             let h = latents.header();
-            let m = &cfg.model;
-            if h.latent_channels as i64 != m.in_channels || h.latent_size as i64 != m.input_size || h.image_size != d.image_size {
-                return Err(TrainError::Config(format!(
-                    "{} holds {}×{}×{} latents of {} px images; the run wants in_channels {}, input_size {} and data.image_size {}",
-                    path.display(),
-                    h.latent_channels,
-                    h.latent_size,
-                    h.latent_size,
-                    h.image_size,
-                    m.in_channels,
-                    m.input_size,
-                    d.image_size
-                )));
-            }
+            // The same words `sweep plan` uses for a folder that does not fit.
+            ditbench_runconfig::launch_checks::check_latents_fit(cfg, h.latent_channels, h.latent_size, h.image_size)
+                .map_err(|why| TrainError::Config(format!("{} {why}", path.display())))?;
             Arc::new(latents)
         }
         k => return Err(TrainError::Config(format!("unknown data.kind `{k}`"))),
