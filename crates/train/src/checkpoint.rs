@@ -1,7 +1,8 @@
 //! Training checkpoints: one safetensors file per checkpoint holding the model, the
 //! EMA, both AdamW moments, and in its metadata the step, the data cursor, the
-//! unreadable images met so far and the model config. One file (not weights + a side file) so a checkpoint is written with a single
-//! atomic rename: a crash leaves either the previous set of checkpoints or the new one.
+//! unreadable images met so far and the model config. One file (not weights + a side
+//! file) so a checkpoint is written with a single atomic rename: a crash leaves either
+//! the previous set of checkpoints or the new one.
 //!
 //! Randomness needs no saved generator state: every step reseeds libtorch from
 //! (run seed, step) (see [`step_seed`]), so the step number restores it exactly.
