@@ -27,12 +27,12 @@ setup:
         python3 -m venv "{{venv}}"
         "{{venv}}/bin/python" -m pip install --quiet --disable-pip-version-check torch==2.11.0 numpy safetensors
     fi
-    # CUDA's crt/ and cccl headers (torch 2.11's own cuda-toolkit pin): ditbench-dist
+    # CUDA's crt/ and cccl headers (torch 2.11's own cuda-toolkit pin): ditbench-c10d
     # compiles its NCCL path against them; without them it builds Gloo only.
     if ! ls "{{venv}}"/lib/python3*/site-packages/nvidia/*/include/crt/host_config.h >/dev/null 2>&1; then
         "{{venv}}/bin/python" -m pip install --quiet --disable-pip-version-check "cuda-toolkit[crt,cccl]==13.0.2"
     fi
-    # Gloo's headers for ditbench-dist's c10d bridge (the torch wheel ships none).
+    # Gloo's headers for ditbench-c10d's c10d bridge (the torch wheel ships none).
     if [ ! -e /usr/include/gloo/context.h ]; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
             apt-get install -y -qq libgloo-dev >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libgloo-dev)

@@ -1,4 +1,4 @@
-"""The baseline of ditbench-dist's all-reduce benchmark (crates/dist/examples/allreduce_bench.rs):
+"""The baseline of ditbench-c10d's all-reduce benchmark (crates/c10d/examples/allreduce_bench.rs):
 the same gradient average in torch.distributed over Gloo between local processes, so the two
 differ only in the caller (Rust bridge or Python) of the same c10d engine.
 

@@ -1,8 +1,8 @@
 //! `--nproc-per-node N` (train, sample): the same command as N local ranks, through
-//! `ditbench_train::ranks::launch_local`; this prints and picks the exit code.
+//! `ditbench_c10d::launch_local`; this prints and picks the exit code.
 
 use anyhow::{Context, Result};
-use ditbench_train::ranks::launch_local;
+use ditbench_c10d::launch_local;
 use ditbench_train::run;
 
 use crate::train::{EXIT_FAILED, EXIT_PREEMPTED};

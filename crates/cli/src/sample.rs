@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ditbench_model::CfgMode;
 use ditbench_track::Store;
-use ditbench_train::ranks::Ranks;
+use ditbench_c10d::Ranks;
 use ditbench_train::sample::{find_checkpoint, load_ema, sample_to_archive, SampleSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 

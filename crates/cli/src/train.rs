@@ -268,7 +268,7 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
         git_commit: env!("DITBENCH_GIT_COMMIT").to_string(),
         git_dirty: env!("DITBENCH_GIT_DIRTY") == "true",
     };
-    let lead = ditbench_train::ranks::rank_from_env() == 0;
+    let lead = ditbench_c10d::rank_from_env() == 0;
     let mut bar = Bar { bar: None };
     let mut quiet = run::Quiet;
     let progress: &mut dyn Progress = if lead { &mut bar } else { &mut quiet };

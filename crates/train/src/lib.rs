@@ -8,7 +8,6 @@ pub mod ema;
 pub mod evaluate;
 pub mod latents;
 pub mod optim;
-pub mod ranks;
 pub mod run;
 pub mod sample;
 pub mod step;

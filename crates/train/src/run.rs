@@ -29,7 +29,7 @@ use crate::ema::Ema;
 use crate::optim::AdamW;
 use crate::device::{memory_peak_gib, peak_tflops, Precision};
 use crate::sample::Decoder;
-use crate::ranks::Ranks;
+use ditbench_c10d::Ranks;
 use ditbench_torchext::AutocastGuard;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ pub enum TrainError {
     #[error(transparent)]
     TorchExt(#[from] ditbench_torchext::Error),
     #[error(transparent)]
-    Dist(#[from] ditbench_dist::DistError),
+    Dist(#[from] ditbench_c10d::DistError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("evaluation: {0}")]
@@ -261,7 +261,7 @@ pub fn train(
 ) -> Result<Outcome, TrainError> {
     let result = train_attempt(store, cfg, stop, progress, provenance);
     if let Err(e) = &result {
-        if crate::ranks::rank_from_env() == 0 && store.run(&cfg.run_id).is_ok_and(|r| r.status == Status::Running) {
+        if ditbench_c10d::rank_from_env() == 0 && store.run(&cfg.run_id).is_ok_and(|r| r.status == Status::Running) {
             let _ = store.set_status(&cfg.run_id, &StatusChange::new(Status::Failed).message(e.to_string()));
         }
     }
@@ -502,7 +502,7 @@ fn train_attempt(
         }
         // Gradients and losses averaged over the ranks (equal local batches: the mean of
         // means is the global mean).
-        ranks.average_gradients(&opt)?;
+        ranks.average_gradients(&opt.params.iter().map(|p| p.param.shallow_clone()).collect::<Vec<_>>())?;
         let [l, m, v] = ranks.mean([loss_sum, mse_sum, vb_sum], device)?;
         (loss_sum, mse_sum, vb_sum) = (l, m, v);
         if !loss_sum.is_finite() {

@@ -17,7 +17,7 @@ use ditbench_torchext::AutocastGuard;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{list_checkpoints, step_seed};
-use crate::ranks::Ranks;
+use ditbench_c10d::Ranks;
 use crate::TrainError;
 
 /// The sampler a respacing string names: `ddimN` → DDIM (η = 0), anything else → DDPM.

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use ditbench_eval::npz::{NpyData, NpzReader};
 use ditbench_model::{CfgMode, DiTConfig, Model};
-use ditbench_train::ranks::Ranks;
+use ditbench_c10d::Ranks;
 use ditbench_train::sample::{find_checkpoint, sample_to_archive, Decoder, SampleSpec};
 use tch::Device;
 

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use ditbench_dist::{Backend, InitOptions, ProcessGroup};
+use ditbench_c10d::{Backend, InitOptions, ProcessGroup};
 use tch::{Device, Kind, Tensor};
 
 const RANK_VAR: &str = "DITBENCH_DIST_BENCH_RANK";

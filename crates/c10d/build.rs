@@ -83,5 +83,5 @@ fn main() {
              pip install \"cuda-toolkit[crt,cccl]==13.0.2\" into the venv"
         ),
     }
-    build.compile("ditbench_dist_bridge");
+    build.compile("ditbench_c10d_bridge");
 }

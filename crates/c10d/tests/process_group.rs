@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ditbench_dist::{Backend, DistError, InitOptions, ProcessGroup};
+use ditbench_c10d::{Backend, DistError, InitOptions, ProcessGroup};
 use tch::{Device, Kind, Tensor};
 
 const SCENARIO: &str = "DITBENCH_DIST_TEST_SCENARIO";

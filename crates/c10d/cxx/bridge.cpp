@@ -10,11 +10,11 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-char* ditbench_dist_message(const char* what) noexcept {
+char* ditbench_c10d_message(const char* what) noexcept {
   return strdup(what);
 }
 
-c10::intrusive_ptr<c10d::Store> ditbench_dist_make_store(
+c10::intrusive_ptr<c10d::Store> ditbench_c10d_make_store(
     const char* host, uint16_t port, int rank, int size, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions opts;
   opts.port = port;
@@ -41,15 +41,15 @@ static void wait(const DitbenchDistGroup& g, const c10::intrusive_ptr<c10d::Work
 
 extern "C" {
 
-void ditbench_dist_free_message(char* message) {
+void ditbench_c10d_free_message(char* message) {
   free(message);
 }
 
-char* ditbench_dist_init_gloo(const char* host, uint16_t port, int rank, int size,
+char* ditbench_c10d_init_gloo(const char* host, uint16_t port, int rank, int size,
                               int64_t timeout_ms, DitbenchDistGroup** out) {
-  return ditbench_dist_guard([&] {
+  return ditbench_c10d_guard([&] {
     const std::chrono::milliseconds timeout(timeout_ms);
-    auto store = ditbench_dist_make_store(host, port, rank, size, timeout);
+    auto store = ditbench_c10d_make_store(host, port, rank, size, timeout);
     // create_default picks the network devices as torch.distributed does
     // (GLOO_SOCKET_IFNAME, else this host's resolved address, else loopback).
     auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
@@ -58,8 +58,8 @@ char* ditbench_dist_init_gloo(const char* host, uint16_t port, int rank, int siz
   });
 }
 
-char* ditbench_dist_all_reduce_sum(DitbenchDistGroup* g, at::Tensor* tensor) {
-  return ditbench_dist_guard([&] {
+char* ditbench_c10d_all_reduce_sum(DitbenchDistGroup* g, at::Tensor* tensor) {
+  return ditbench_c10d_guard([&] {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::AllreduceOptions opts;
     opts.reduceOp = c10d::ReduceOp::SUM;
@@ -68,8 +68,8 @@ char* ditbench_dist_all_reduce_sum(DitbenchDistGroup* g, at::Tensor* tensor) {
   });
 }
 
-char* ditbench_dist_broadcast(DitbenchDistGroup* g, at::Tensor* tensor, int root) {
-  return ditbench_dist_guard([&] {
+char* ditbench_c10d_broadcast(DitbenchDistGroup* g, at::Tensor* tensor, int root) {
+  return ditbench_c10d_guard([&] {
     std::vector<at::Tensor> tensors{*tensor};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
@@ -78,18 +78,18 @@ char* ditbench_dist_broadcast(DitbenchDistGroup* g, at::Tensor* tensor, int root
   });
 }
 
-char* ditbench_dist_barrier(DitbenchDistGroup* g) {
-  return ditbench_dist_guard([&] {
+char* ditbench_c10d_barrier(DitbenchDistGroup* g) {
+  return ditbench_c10d_guard([&] {
     c10d::BarrierOptions opts;
     opts.timeout = g->timeout;
     wait(*g, g->backend->barrier(opts));
   });
 }
 
-void ditbench_dist_free(DitbenchDistGroup* g) {
+void ditbench_c10d_free(DitbenchDistGroup* g) {
   // shutdown() lets NCCL tear its communicators down in order (a no-op for Gloo);
   // a failure there must not escape a destructor path.
-  char* message = ditbench_dist_guard([&] { g->backend->shutdown(); });
+  char* message = ditbench_c10d_guard([&] { g->backend->shutdown(); });
   free(message);
   delete g;
 }

@@ -3,8 +3,8 @@
 //! `ProcessGroupNCCL` on CUDA, reached through a small C++ bridge (cxx/).
 //!
 //! ```no_run
-//! # fn main() -> Result<(), ditbench_dist::DistError> {
-//! use ditbench_dist::{InitOptions, ProcessGroup};
+//! # fn main() -> Result<(), ditbench_c10d::DistError> {
+//! use ditbench_c10d::{InitOptions, ProcessGroup};
 //! let mut pg = ProcessGroup::init(InitOptions::from_env()?)?;
 //! let mut grads: Vec<tch::Tensor> = vec![tch::Tensor::ones([3], (tch::Kind::Float, pg.device()))];
 //! pg.all_reduce_mean(&mut grads)?; // every rank now holds the mean
@@ -20,11 +20,13 @@ use std::ops::Range;
 use tch::{Device, Tensor};
 
 mod env;
+pub mod ranks;
 // The bridge to C++ has no safe binding; every unsafe block is there, documented.
 #[allow(unsafe_code)]
 mod ffi;
 
 pub use env::{first_host, InitOptions};
+pub use ranks::{launch_local, rank_from_env, world_size_from_env, RankExits, Ranks};
 
 /// The c10d backend that runs the collectives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,8 @@ pub enum DistError {
     MissingVar { names: String },
     #[error("environment variable {name}={value:?} is not valid: expected {expected}")]
     InvalidVar { name: &'static str, value: String, expected: String },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
 }
 
 /// This process's membership in a process group; collectives block until every rank

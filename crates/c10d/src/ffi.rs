@@ -17,8 +17,8 @@ struct RawGroup {
 }
 
 extern "C" {
-    fn ditbench_dist_free_message(message: *mut c_char);
-    fn ditbench_dist_init_gloo(
+    fn ditbench_c10d_free_message(message: *mut c_char);
+    fn ditbench_c10d_init_gloo(
         host: *const c_char,
         port: u16,
         rank: c_int,
@@ -27,7 +27,7 @@ extern "C" {
         out: *mut *mut RawGroup,
     ) -> *mut c_char;
     #[cfg(ditbench_nccl)]
-    fn ditbench_dist_init_nccl(
+    fn ditbench_c10d_init_nccl(
         host: *const c_char,
         port: u16,
         rank: c_int,
@@ -36,10 +36,10 @@ extern "C" {
         device_index: c_int,
         out: *mut *mut RawGroup,
     ) -> *mut c_char;
-    fn ditbench_dist_all_reduce_sum(group: *mut RawGroup, tensor: *mut C_tensor) -> *mut c_char;
-    fn ditbench_dist_broadcast(group: *mut RawGroup, tensor: *mut C_tensor, root: c_int) -> *mut c_char;
-    fn ditbench_dist_barrier(group: *mut RawGroup) -> *mut c_char;
-    fn ditbench_dist_free(group: *mut RawGroup);
+    fn ditbench_c10d_all_reduce_sum(group: *mut RawGroup, tensor: *mut C_tensor) -> *mut c_char;
+    fn ditbench_c10d_broadcast(group: *mut RawGroup, tensor: *mut C_tensor, root: c_int) -> *mut c_char;
+    fn ditbench_c10d_barrier(group: *mut RawGroup) -> *mut c_char;
+    fn ditbench_c10d_free(group: *mut RawGroup);
 }
 
 /// Turns a bridge result into a Result, freeing the message.
@@ -50,7 +50,7 @@ fn check(message: *mut c_char) -> Result<(), String> {
     // SAFETY: a non-null result is a NUL-terminated string from strdup, owned by us.
     let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
     // SAFETY: freed once, by the bridge's own free.
-    unsafe { ditbench_dist_free_message(message) };
+    unsafe { ditbench_c10d_free_message(message) };
     Err(text)
 }
 
@@ -82,7 +82,7 @@ impl Group {
         let mut raw = std::ptr::null_mut();
         // SAFETY: `host` is NUL-terminated and outlives the call; `raw` is written on success.
         let message =
-            unsafe { ditbench_dist_init_gloo(r.host.as_ptr(), r.port, r.rank, r.size, r.timeout_ms, &mut raw) };
+            unsafe { ditbench_c10d_init_gloo(r.host.as_ptr(), r.port, r.rank, r.size, r.timeout_ms, &mut raw) };
         Self::from_init(message, raw)
     }
 
@@ -91,7 +91,7 @@ impl Group {
         let mut raw = std::ptr::null_mut();
         // SAFETY: as in `gloo`.
         let message = unsafe {
-            ditbench_dist_init_nccl(r.host.as_ptr(), r.port, r.rank, r.size, r.timeout_ms, device_index, &mut raw)
+            ditbench_c10d_init_nccl(r.host.as_ptr(), r.port, r.rank, r.size, r.timeout_ms, device_index, &mut raw)
         };
         Self::from_init(message, raw)
     }
@@ -105,24 +105,24 @@ impl Group {
     pub fn all_reduce_sum(&mut self, tensor: &mut Tensor) -> Result<(), String> {
         // SAFETY: the group is live; tch's C_tensor is a `torch::Tensor *` that stays
         // valid for the call because `tensor` is borrowed.
-        check(unsafe { ditbench_dist_all_reduce_sum(self.0.as_ptr(), tensor.as_mut_ptr()) })
+        check(unsafe { ditbench_c10d_all_reduce_sum(self.0.as_ptr(), tensor.as_mut_ptr()) })
     }
 
     /// Overwrites `tensor` with rank `root`'s, in place.
     pub fn broadcast(&mut self, tensor: &mut Tensor, root: c_int) -> Result<(), String> {
         // SAFETY: as in `all_reduce_sum`.
-        check(unsafe { ditbench_dist_broadcast(self.0.as_ptr(), tensor.as_mut_ptr(), root) })
+        check(unsafe { ditbench_c10d_broadcast(self.0.as_ptr(), tensor.as_mut_ptr(), root) })
     }
 
     pub fn barrier(&mut self) -> Result<(), String> {
         // SAFETY: the group is live.
-        check(unsafe { ditbench_dist_barrier(self.0.as_ptr()) })
+        check(unsafe { ditbench_c10d_barrier(self.0.as_ptr()) })
     }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
         // SAFETY: the pointer came from an init function and is freed exactly once.
-        unsafe { ditbench_dist_free(self.0.as_ptr()) }
+        unsafe { ditbench_c10d_free(self.0.as_ptr()) }
     }
 }

@@ -5,12 +5,12 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
-extern "C" char* ditbench_dist_init_nccl(const char* host, uint16_t port, int rank, int size,
+extern "C" char* ditbench_c10d_init_nccl(const char* host, uint16_t port, int rank, int size,
                                          int64_t timeout_ms, int device_index,
                                          DitbenchDistGroup** out) {
-  return ditbench_dist_guard([&] {
+  return ditbench_c10d_guard([&] {
     const std::chrono::milliseconds timeout(timeout_ms);
-    auto store = ditbench_dist_make_store(host, port, rank, size, timeout);
+    auto store = ditbench_c10d_make_store(host, port, rank, size, timeout);
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
     auto backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);

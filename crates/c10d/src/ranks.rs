@@ -1,14 +1,12 @@
-//! The ranks of a data-parallel run on PyTorch's c10d (ditbench-dist): Gloo on the
-//! CPU, NCCL on CUDA, one process per rank. A run with one rank has no process group
-//! and every call here is free.
+//! The ranks of a data-parallel run (training or sampling) on this crate's process
+//! group: Gloo on the CPU, NCCL on CUDA, one process per rank. A run with one rank has
+//! no process group and every call here is free.
 
 use std::time::Duration;
 
-use ditbench_dist::{InitOptions, ProcessGroup};
 use tch::{Device, Tensor};
 
-use crate::optim::AdamW;
-use crate::TrainError;
+use crate::{DistError, InitOptions, ProcessGroup};
 
 /// How long a rank waits in a collective for the others. Rank 0 alone samples grids and
 /// evaluates FID between steps while the others wait, so this is generous; a dead rank
@@ -43,7 +41,7 @@ impl Ranks {
     /// `DITBENCH_DIST=1`, which builds a group of one, so that the all-reduce path can
     /// be measured against none). `DITBENCH_DIST_TIMEOUT_S` overrides the collective
     /// timeout (default 3600 s).
-    pub fn from_env() -> Result<Ranks, TrainError> {
+    pub fn from_env() -> Result<Ranks, DistError> {
         if world_size_from_env() <= 1 && std::env::var("DITBENCH_DIST").map_or(true, |v| v != "1") {
             return Ok(Ranks::default());
         }
@@ -68,13 +66,13 @@ impl Ranks {
     /// official multi-node bug used the global rank), else `configured`.
     pub fn device_or(&self, configured: Device) -> Device {
         match &self.group {
-            Some(g) if g.backend() == ditbench_dist::Backend::Nccl => Device::Cuda(g.local_rank()),
+            Some(g) if g.backend() == crate::Backend::Nccl => Device::Cuda(g.local_rank()),
             _ => configured,
         }
     }
 
     /// True on every rank when `flag` is true on any.
-    pub fn any(&mut self, flag: bool) -> Result<bool, TrainError> {
+    pub fn any(&mut self, flag: bool) -> Result<bool, DistError> {
         let Some(g) = &mut self.group else { return Ok(flag) };
         let mut t = [Tensor::from(if flag { 1f32 } else { 0f32 }).to_device(g.device())];
         g.all_reduce_mean(&mut t)?;
@@ -82,7 +80,7 @@ impl Ranks {
     }
 
     /// The mean of each value over the ranks.
-    pub fn mean<const N: usize>(&mut self, values: [f64; N], device: Device) -> Result<[f64; N], TrainError> {
+    pub fn mean<const N: usize>(&mut self, values: [f64; N], device: Device) -> Result<[f64; N], DistError> {
         let Some(g) = &mut self.group else { return Ok(values) };
         let mut t = [Tensor::from_slice(&values).to_device(device)];
         g.all_reduce_mean(&mut t)?;
@@ -90,16 +88,16 @@ impl Ranks {
         Ok(std::array::from_fn(|i| v[i]))
     }
 
-    /// Averages the gradients of `opt`'s parameters over the ranks, in place (bucketed).
-    pub fn average_gradients(&mut self, opt: &AdamW) -> Result<(), TrainError> {
+    /// Averages the gradients of `params` over the ranks, in place (bucketed).
+    pub fn average_gradients(&mut self, params: &[Tensor]) -> Result<(), DistError> {
         let Some(g) = &mut self.group else { return Ok(()) };
-        let mut grads: Vec<Tensor> = opt.params.iter().map(|p| p.param.grad()).filter(Tensor::defined).collect();
+        let mut grads: Vec<Tensor> = params.iter().map(Tensor::grad).filter(Tensor::defined).collect();
         g.all_reduce_mean(&mut grads)?;
         Ok(())
     }
 
     /// Rank 0's values of `tensors` on every rank, in place.
-    pub fn broadcast_from_lead(&mut self, tensors: &[Tensor]) -> Result<(), TrainError> {
+    pub fn broadcast_from_lead(&mut self, tensors: &[Tensor]) -> Result<(), DistError> {
         let Some(g) = &mut self.group else { return Ok(()) };
         let mut t: Vec<Tensor> = tensors.iter().map(Tensor::shallow_clone).collect();
         tch::no_grad(|| g.broadcast(&mut t, 0))?;
@@ -107,7 +105,7 @@ impl Ranks {
     }
 
     /// Waits until every rank gets here.
-    pub fn barrier(&mut self) -> Result<(), TrainError> {
+    pub fn barrier(&mut self) -> Result<(), DistError> {
         if let Some(g) = &mut self.group {
             g.barrier()?;
         }
