@@ -1,11 +1,12 @@
 """The baseline of `just bench`'s training-step benchmark: one DiT training step
-(forward, hybrid loss, backward, AdamW) in PyTorch eager, with the reference model and
+(forward, hybrid loss, backward, AdamW, EMA update as the official train.py) in PyTorch eager, with the reference model and
 diffusion of scripts/reference/dit_reference.py (the official models.py/diffusion
 equations). Prints one JSON line with per-step seconds.
 
 Usage: train_step_torch.py --model S/2 --batch 8 --input 32 --threads 2 --warmup 3 --steps 10
 """
 import argparse
+import copy
 import json
 import os
 import sys
@@ -39,6 +40,17 @@ model = ref.DiT(input_size=a.input, patch_size=int(patch), in_channels=4, hidden
 model.train()
 diffusion = ref.create_diffusion("")
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0)
+ema = copy.deepcopy(model).requires_grad_(False)
+
+
+@torch.no_grad()
+def update_ema(ema_model, model, decay=0.9999):
+    # The official train.py's update_ema.
+    ema_params = dict(ema_model.named_parameters())
+    for name, param in model.named_parameters():
+        ema_params[name].mul_(decay).add_(param.data, alpha=1 - decay)
+
+
 x = torch.randn(a.batch, 4, a.input, a.input)
 y = torch.randint(0, 1000, (a.batch,))
 
@@ -50,6 +62,7 @@ for i in range(a.warmup + a.steps):
     opt.zero_grad()
     loss.backward()
     opt.step()
+    update_ema(ema, model)
     dt = time.perf_counter() - t0
     if i >= a.warmup:
         times.append(dt)

@@ -71,7 +71,7 @@ pub enum FidCommand {
 }
 
 fn load_net(device: &str) -> Result<InceptionFid> {
-    let device = ditbench_train::run::pick_device(device)?;
+    let device = ditbench_generate::pick_device(device).map_err(ditbench_generate::Error::from)?;
     Ok(InceptionFid::load(&default_weights_path(), device)?)
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use ditbench_data::OnBadImage;
-use ditbench_train::latents::{extract_latents, ExtractOptions};
+use ditbench_generate::{extract_latents, pick_device, ExtractOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Args)]
@@ -54,7 +54,7 @@ struct ExtractArgs {
 
 pub fn run(a: &LatentsArgs) -> Result<()> {
     let LatentsCommand::Extract(a) = &a.command;
-    let device = ditbench_train::run::pick_device(&a.device)?;
+    let device = pick_device(&a.device).map_err(ditbench_generate::Error::from)?;
     let opts = ExtractOptions {
         data: a.data.clone(),
         vae: a.vae.clone(),

@@ -16,6 +16,7 @@ mod train;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use ditbench_common::exit;
 
 pub(crate) const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -81,24 +82,24 @@ fn main() {
     let cli = Cli::parse();
     let store = ditbench_track::resolve_store(cli.store.clone());
     let result = match cli.command {
-        Command::Models(args) => models::run_models(&args).map(|()| 0),
-        Command::Import(args) => models::run_import(&args).map(|()| 0),
-        Command::Doctor => doctor::run(&store).map(|()| 0),
+        Command::Models(args) => models::run_models(&args).map(|()| exit::OK),
+        Command::Import(args) => models::run_import(&args).map(|()| exit::OK),
+        Command::Doctor => doctor::run(&store).map(|()| exit::OK),
         Command::Train(args) => train::run_train(&store, &args),
-        Command::Latents(args) => latents::run(&args).map(|()| 0),
+        Command::Latents(args) => latents::run(&args).map(|()| exit::OK),
         #[cfg(feature = "query")]
-        Command::Runs(args) => runs::run(&store, args).map(|()| 0),
+        Command::Runs(args) => runs::run(&store, args).map(|()| exit::OK),
         Command::Sweep(args) => sweep::run(&store, args),
-        Command::Fid(args) => fid::run(args).map(|()| 0),
+        Command::Fid(args) => fid::run(args).map(|()| exit::OK),
         Command::Sample(args) => sample::run(&store, &args),
         #[cfg(feature = "query")]
-        Command::Report(args) => report::run_report(&store, &args).map(|()| 0),
+        Command::Report(args) => report::run_report(&store, &args).map(|()| exit::OK),
     };
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("error: {}", error_text(&err));
-            std::process::exit(2);
+            std::process::exit(exit::BAD_INPUT);
         }
     }
 }

@@ -3,9 +3,8 @@
 
 use anyhow::{Context, Result};
 use ditbench_c10d::launch_local;
+use ditbench_common::exit;
 use ditbench_train::run;
-
-use crate::train::{EXIT_FAILED, EXIT_PREEMPTED};
 
 /// Runs this process's command as `n` ranks and waits. The exit code is the first
 /// failure's, else preempted when a rank was, else 0.
@@ -17,13 +16,13 @@ pub fn launch(n: usize) -> Result<i32> {
         eprintln!("launched {n} ranks (pids {pids:?}), rendezvous 127.0.0.1:{port}");
     })
     .context("starting the ranks")?;
-    let codes: Vec<i32> = exits.into_iter().map(|c| c.unwrap_or(EXIT_FAILED)).collect();
-    Ok(match codes.iter().find(|&&c| c != 0 && c != EXIT_PREEMPTED) {
+    let codes: Vec<i32> = exits.into_iter().map(|c| c.unwrap_or(exit::FAILED)).collect();
+    Ok(match codes.iter().find(|&&c| c != exit::OK && c != exit::PREEMPTED) {
         Some(&c) => {
             eprintln!("ranks exited with {codes:?}");
             c
         }
-        None if codes.contains(&EXIT_PREEMPTED) => EXIT_PREEMPTED,
-        None => 0,
+        None if codes.contains(&exit::PREEMPTED) => exit::PREEMPTED,
+        None => exit::OK,
     })
 }

@@ -1,5 +1,5 @@
 //! `ditbench sample`: an ADM-format sample archive from a run's EMA weights. Parsing and
-//! printing only; the work is in `ditbench_train::sample`.
+//! printing only; the work is in `ditbench_generate`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use ditbench_model::CfgMode;
 use ditbench_track::Store;
 use ditbench_c10d::Ranks;
-use ditbench_train::sample::{find_checkpoint, load_ema, sample_to_archive, SampleSpec};
+use ditbench_generate::{find_checkpoint, load_ema, pick_device, sample_to_archive, Decoder, SampleSpec, SamplerKind, Sampling};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
@@ -31,9 +31,9 @@ pub struct SampleArgs {
     /// Sampling steps (the paper: 250 DDPM steps).
     #[arg(long, default_value_t = 250)]
     sampling_steps: usize,
-    /// ddpm or ddim.
-    #[arg(long, default_value = "ddpm")]
-    sampler: String,
+    /// ddpm or ddim (η = 0).
+    #[arg(long, value_enum, default_value_t = SamplerKind::Ddpm)]
+    sampler: SamplerKind,
     #[arg(long, default_value_t = 64)]
     batch: usize,
     #[arg(long, default_value_t = 0)]
@@ -64,11 +64,8 @@ pub fn run(store_path: &Path, a: &SampleArgs) -> Result<i32> {
     if a.nproc_per_node > 1 && std::env::var_os("WORLD_SIZE").is_none() {
         return crate::ranks::launch(a.nproc_per_node);
     }
-    let sampling = match a.sampler.as_str() {
-        "ddpm" => a.sampling_steps.to_string(),
-        "ddim" => format!("ddim{}", a.sampling_steps),
-        s => anyhow::bail!("--sampler `{s}`: valid samplers are ddpm, ddim"),
-    };
+    let sampling = Sampling::new(a.sampler, a.sampling_steps)
+        .map_err(|e| anyhow::anyhow!("--sampler {} --sampling-steps {}: {e}", a.sampler, a.sampling_steps))?;
     let store = Store::open_read_only(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
     let (cfg, dir) = ditbench_train::run::registered_config(&store, &a.run)?;
     let (step, ckpt) = find_checkpoint(&dir, a.step)?;
@@ -77,7 +74,7 @@ pub fn run(store_path: &Path, a: &SampleArgs) -> Result<i32> {
     }
     let mut ranks = Ranks::from_env()?;
     let lead = ranks.rank() == 0;
-    let device = ranks.device_or(ditbench_train::run::pick_device(&a.device)?);
+    let device = ranks.device_or(pick_device(&a.device).map_err(ditbench_generate::Error::from)?);
     let model = load_ema(&ckpt, &cfg.model, device)?;
     let spec = SampleSpec { num: a.num, batch: a.batch, sampling, cfg_scale: a.cfg_scale, cfg_mode: a.cfg_mode, seed: a.seed, bf16: a.bf16 };
     if lead {
@@ -99,7 +96,7 @@ pub fn run(store_path: &Path, a: &SampleArgs) -> Result<i32> {
         b.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} samples [{elapsed_precise} < {eta_precise}]").expect("valid template"));
         b
     });
-    let decoder = ditbench_train::sample::Decoder::for_run(&cfg, device)?;
+    let decoder = Decoder::for_run(&cfg, device)?;
     let path = sample_to_archive(&model, &decoder, &spec, &a.out, &mut ranks, &mut |done, _| {
         if let Some(b) = &bar {
             b.set_position(done as u64);
@@ -111,5 +108,5 @@ pub fn run(store_path: &Path, a: &SampleArgs) -> Result<i32> {
     if let Some(path) = path {
         println!("{}: {} samples (arr_0 uint8 N×H×W×3, arr_1 labels)", path.display(), a.num);
     }
-    Ok(0)
+    Ok(ditbench_common::exit::OK)
 }

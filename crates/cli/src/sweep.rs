@@ -3,13 +3,12 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use ditbench_sweep::local::{run_local, Events, LocalOptions, RunExit};
-use ditbench_sweep::state::{self, Select};
-use ditbench_sweep::{plan, register, slurm, PlannedRun, SweepSpec};
+use ditbench_common::exit;
+use ditbench_sweep::launch::{Events, RunExit};
+use ditbench_sweep::state::{self, Registration, Select};
+use ditbench_sweep::{plan, slurm, LaunchReport, LaunchRequest, LauncherKind, Overrides, PlannedRun, SweepSpec};
 use ditbench_track::Store;
 
 #[derive(clap::Args, Debug)]
@@ -60,7 +59,7 @@ pub struct LaunchArgs {
     pub spec: PathBuf,
     /// local or slurm (default: the spec's launcher.kind).
     #[arg(long)]
-    launcher: Option<String>,
+    launcher: Option<LauncherKind>,
     /// Runs at once (local).
     #[arg(long)]
     max_parallel: Option<usize>,
@@ -85,13 +84,13 @@ pub struct LaunchArgs {
 pub fn run(store: &Path, args: SweepArgs) -> Result<i32> {
     match args.command {
         SweepCommand::Plan { spec, json } => run_plan(store, &spec, json),
-        SweepCommand::Run(l) => launch(store, &l, Select::UNFINISHED, "run"),
+        SweepCommand::Run(l) => launch(store, &l, Select::UNFINISHED, false),
         SweepCommand::Resume { launch: l, only } => {
             let select = if only.is_empty() { Select::UNFINISHED } else { parse_select(&only)? };
-            launch(store, &l, select, "resume")
+            launch(store, &l, select, true)
         }
-        SweepCommand::Status { spec, watch, json } => run_status(store, &spec, watch, json).map(|()| 0),
-        SweepCommand::Cancel { spec } => run_cancel(store, &spec).map(|()| 0),
+        SweepCommand::Status { spec, watch, json } => run_status(store, &spec, watch, json).map(|()| exit::OK),
+        SweepCommand::Cancel { spec } => run_cancel(store, &spec).map(|()| exit::OK),
     }
 }
 
@@ -150,7 +149,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 fn run_plan(store: &Path, spec: &Path, json: bool) -> Result<i32> {
     let spec = SweepSpec::load(spec)?;
     let p = plan(&spec, store)?;
-    let code = if p.refused_runs > 0 { ditbench_sweep::local::EXIT_BAD_INPUT } else { 0 };
+    let code = if p.refused_runs > 0 { exit::BAD_INPUT } else { exit::OK };
     if json {
         println!("{}", serde_json::to_string_pretty(&p)?);
     } else {
@@ -190,12 +189,26 @@ fn run_plan(store: &Path, spec: &Path, json: bool) -> Result<i32> {
     Ok(code)
 }
 
-struct Printer {
+struct Printer<'a> {
+    store: &'a Path,
     total: usize,
     done: usize,
 }
 
-impl Events for Printer {
+impl Events for Printer<'_> {
+    fn renamed(&mut self, spec_name: &str, registered: &str) {
+        eprintln!("the spec changed since sweep `{spec_name}` was registered: registered it as `{registered}`");
+    }
+    fn registered(&mut self, reg: &Registration, to_launch: usize, launcher: LauncherKind) {
+        self.total = to_launch;
+        eprintln!(
+            "sweep {}: {} runs ({} new), {to_launch} to launch with the {launcher} launcher; store {}",
+            reg.sweep,
+            reg.runs.len(),
+            reg.new_runs,
+            self.store.display()
+        );
+    }
     fn started(&mut self, run: &PlannedRun, attempt: u32, slot: &str) {
         let again = if attempt > 1 { format!(" (launch {attempt})") } else { String::new() };
         eprintln!("[{}/{}] start  {} {}{again} on {slot}", self.done, self.total, run.config.run_id, run.config.model.name);
@@ -218,105 +231,48 @@ impl Events for Printer {
     }
 }
 
-fn launch(store_path: &Path, a: &LaunchArgs, select: Select, verb: &str) -> Result<i32> {
-    let mut spec = SweepSpec::load(&a.spec)?;
-    let launcher = a.launcher.clone().unwrap_or_else(|| spec.launcher.kind.clone());
-    if !matches!(launcher.as_str(), "local" | "slurm") {
-        bail!("--launcher `{launcher}`: valid launchers are local, slurm");
-    }
-    ditbench_sweep::local::check_gpus(&a.gpus)?;
-    // Every run is checked before the store is opened (or created): a refused run
-    // stops the whole sweep, and the error lists every refusal.
-    spec.launchable()?;
-    let store = Store::open(store_path).with_context(|| format!("opening the run store {}", store_path.display()))?;
-    let git = (Some(env!("DITBENCH_GIT_COMMIT").to_string()), Some(env!("DITBENCH_GIT_DIRTY") == "true"));
-    let reg = if verb == "resume" {
-        // Resume what is registered: the sweep must exist with this very spec.
-        let known = store.sweeps()?.into_iter().any(|s| s.name == spec.name);
-        if !known {
-            bail!("sweep `{}` is not registered in {}; start it with `ditbench sweep run {}`", spec.name, store_path.display(), a.spec.display());
-        }
-        register(&store, &spec, false, git)?
-    } else {
-        register(&store, &spec, a.new, git)?
+fn launch(store_path: &Path, a: &LaunchArgs, select: Select, resume: bool) -> Result<i32> {
+    let req = LaunchRequest {
+        spec: a.spec.clone(),
+        launcher: a.launcher,
+        overrides: Overrides {
+            max_parallel: a.max_parallel,
+            gpus: a.gpus.clone(),
+            threads: a.threads,
+            partition: a.partition.clone(),
+            account: a.account.clone(),
+            time: a.time.clone(),
+        },
+        select,
+        resume,
+        new: a.new,
+        git: (Some(env!("DITBENCH_GIT_COMMIT").to_string()), Some(env!("DITBENCH_GIT_DIRTY") == "true")),
+        exe: std::env::current_exe().context("locating the ditbench executable")?,
+        catch_signals: true,
     };
-    if reg.sweep != spec.name {
-        eprintln!("the spec changed since sweep `{}` was registered: registered it as `{}`", spec.name, reg.sweep);
-        spec = spec.renamed(&reg.sweep)?;
-    }
-    let todo = state::select_runs(&store, &reg.runs, select)?;
-    eprintln!(
-        "sweep {}: {} runs ({} new), {} to launch with the {launcher} launcher; store {}",
-        reg.sweep,
-        reg.runs.len(),
-        reg.new_runs,
-        todo.len(),
-        store_path.display()
-    );
-    if todo.is_empty() {
-        println!("nothing to do: every run of sweep {} is finished or cancelled", reg.sweep);
-        return Ok(0);
-    }
-    let exe = std::env::current_exe().context("locating the ditbench executable")?;
-    if launcher == "slurm" {
-        let mut s = spec.launcher.slurm.clone();
-        s.gpus_per_run = spec.launcher.gpus_per_run;
-        if a.partition.is_some() {
-            s.partition = a.partition.clone();
+    let mut printer = Printer { store: store_path, total: 0, done: 0 };
+    let outcome = ditbench_sweep::launch(store_path, &req, &mut printer)?;
+    match &outcome.report {
+        None => println!("nothing to do: every run of sweep {} is finished or cancelled", outcome.sweep),
+        Some(LaunchReport::Submitted(sub)) => {
+            println!("submitted array job {} ({} tasks); script {}", sub.job_id, sub.runs.len(), sub.script.display());
+            println!("watch it with: ditbench sweep status {} --watch", a.spec.display());
         }
-        if a.account.is_some() {
-            s.account = a.account.clone();
+        Some(LaunchReport::Ran { summary, stopped, seconds }) => {
+            println!(
+                "sweep {}: {} finished, {} preempted, {} failed, {} not started ({seconds:.0} s)",
+                outcome.sweep,
+                summary.finished.len(),
+                summary.preempted.len(),
+                summary.failed.len(),
+                summary.not_started.len(),
+            );
+            if *stopped {
+                println!("stopped; continue with: ditbench sweep resume {}", a.spec.display());
+            }
         }
-        if let Some(t) = &a.time {
-            s.time = t.clone();
-        }
-        let sub = slurm::submit(&reg.sweep, &todo, &exe, store_path, &s)?;
-        println!("submitted array job {} ({} tasks); script {}", sub.job_id, sub.runs.len(), sub.script.display());
-        println!("watch it with: ditbench sweep status {} --watch", a.spec.display());
-        return Ok(0);
     }
-    let max_parallel = a.max_parallel.or(spec.launcher.max_parallel).unwrap_or(if a.gpus.is_empty() { 1 } else { a.gpus.len() });
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let threads = a.threads.unwrap_or(if spec.launcher.threads_per_run > 0 {
-        spec.launcher.threads_per_run
-    } else if a.gpus.is_empty() {
-        (cores / max_parallel.max(1)).max(1)
-    } else {
-        0
-    });
-    let gpus = if a.gpus.is_empty() { spec.launcher.gpus.clone() } else { a.gpus.clone() };
-    let opts = LocalOptions {
-        exe,
-        store: store_path.to_path_buf(),
-        max_parallel,
-        gpus,
-        gpus_per_run: spec.launcher.gpus_per_run,
-        threads_per_run: threads,
-        retries: spec.launcher.retries,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGUSR1] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))?;
-    }
-    let _pid = ditbench_sweep::local::LauncherPid::acquire(store_path, &reg.sweep)?;
-    let mut printer = Printer { total: todo.len(), done: 0 };
-    let started = std::time::Instant::now();
-    let summary = run_local(&store, todo, &opts, &stop, &mut printer);
-    let summary = summary?;
-    println!(
-        "sweep {}: {} finished, {} preempted, {} failed, {} not started ({:.0} s)",
-        reg.sweep,
-        summary.finished.len(),
-        summary.preempted.len(),
-        summary.failed.len(),
-        summary.not_started.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if stop.load(Ordering::SeqCst) {
-        println!("stopped; continue with: ditbench sweep resume {}", a.spec.display());
-        return Ok(ditbench_sweep::local::EXIT_PREEMPTED);
-    }
-    Ok(if summary.failed.is_empty() { 0 } else { 1 })
+    Ok(outcome.exit_code())
 }
 
 fn fmt_opt(v: Option<f64>, prec: usize) -> String {
@@ -329,7 +285,7 @@ fn run_status(store_path: &Path, spec_path: &Path, watch: bool, json: bool) -> R
     let runs = spec.expand()?;
     loop {
         let rows = state::status(&store, &spec.name, &runs)?;
-        let queue = if spec.launcher.kind == "slurm" || slurm::submissions(store_path, &spec.name).map(|s| !s.is_empty()).unwrap_or(false) {
+        let queue = if spec.launcher.kind == LauncherKind::Slurm || slurm::submissions(store_path, &spec.name).map(|s| !s.is_empty()).unwrap_or(false) {
             slurm::queue_state(store_path, &spec.name).unwrap_or_default()
         } else {
             Default::default()

@@ -5,18 +5,13 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ditbench_data::Dataset;
-use ditbench_model::DiTConfig;
+use ditbench_common::exit;
 use ditbench_track::Store;
-use ditbench_train::config::{derive_run_id, AdamWConfigSerde, DataConfig, RunConfig, TrainConfig};
+use ditbench_train::config::adhoc::{self, AdhocOptions};
+use ditbench_train::config::PrecisionSetting;
+use ditbench_train::config::RunConfig;
 use ditbench_train::{run, Outcome, Progress, Provenance};
 use indicatif::{ProgressBar, ProgressStyle};
-
-/// Exit code of a run stopped by a signal after checkpointing: launchers requeue it
-/// (EX_TEMPFAIL).
-pub const EXIT_PREEMPTED: i32 = 75;
-/// Exit code of a run that failed (non-finite loss).
-pub const EXIT_FAILED: i32 = 1;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -35,38 +30,38 @@ pub struct TrainArgs {
     depth: Option<i64>,
     /// "builtin" (procedural, no download), a folder of class sub-folders, or a latents
     /// folder (`ditbench latents extract`; the model then takes its shape from it).
-    #[arg(long, default_value = "builtin")]
+    #[arg(long, default_value_t = AdhocOptions::default().data)]
     data: String,
     /// Fail at the first unreadable image of a --data folder, naming it (default: skip
     /// it, report it and count it in the metric data/bad_images).
     #[arg(long)]
     fail_on_bad_image: bool,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = AdhocOptions::default().image_size)]
     image_size: usize,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = AdhocOptions::default().steps)]
     steps: u64,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = AdhocOptions::default().batch_size)]
     batch_size: usize,
     #[arg(long)]
     micro_batch: Option<usize>,
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = AdhocOptions::default().lr)]
     lr: f64,
-    #[arg(long, default_value_t = 0.9999)]
+    #[arg(long, default_value_t = AdhocOptions::default().ema_decay)]
     ema_decay: f64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = AdhocOptions::default().seed)]
     seed: u64,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = AdhocOptions::default().log_every)]
     log_every: u64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = AdhocOptions::default().ckpt_every)]
     ckpt_every: u64,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = AdhocOptions::default().sample_every)]
     sample_every: u64,
     /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value_t = AdhocOptions::default().device)]
     device: String,
     /// auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 (autocast; fp32 weights).
-    #[arg(long, default_value = "auto")]
-    precision: String,
+    #[arg(long, value_enum, default_value_t = AdhocOptions::default().precision)]
+    precision: PrecisionSetting,
     /// Recompute block activations in backward: less memory, about a third more compute.
     #[arg(long)]
     activation_checkpointing: bool,
@@ -83,8 +78,35 @@ pub struct TrainArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Sweep to file an ad-hoc run under.
-    #[arg(long, default_value = "adhoc")]
+    #[arg(long, default_value_t = AdhocOptions::default().sweep)]
     sweep: String,
+}
+
+impl TrainArgs {
+    /// The ad-hoc run these flags describe, of model `model`.
+    fn adhoc(&self, model: &str) -> AdhocOptions {
+        AdhocOptions {
+            model: model.to_string(),
+            depth: self.depth,
+            data: self.data.clone(),
+            fail_on_bad_image: self.fail_on_bad_image,
+            image_size: self.image_size,
+            steps: self.steps,
+            batch_size: self.batch_size,
+            micro_batch: self.micro_batch,
+            lr: self.lr,
+            ema_decay: self.ema_decay,
+            seed: self.seed,
+            log_every: self.log_every,
+            ckpt_every: self.ckpt_every,
+            sample_every: self.sample_every,
+            device: self.device.clone(),
+            precision: self.precision,
+            activation_checkpointing: self.activation_checkpointing,
+            peak_tflops: self.peak_tflops,
+            sweep: self.sweep.clone(),
+        }
+    }
 }
 
 struct Bar {
@@ -121,105 +143,8 @@ impl Progress for Bar {
     }
 }
 
-fn adhoc_config(a: &TrainArgs, model: &str) -> Result<RunConfig> {
-    let lower = model.trim().to_ascii_lowercase();
-    let rest = lower.strip_prefix("dit-").unwrap_or(&lower);
-    let Some((size, patch)) = rest.split_once(['/', '-']) else {
-        bail!("--model `{model}`: expected SIZE/PATCH such as DiT-S/2")
-    };
-    let patch: i64 = patch.parse().with_context(|| format!("--model `{model}`: patch is not a number"))?;
-    let latents = (a.data != "builtin" && Path::new(&a.data).join(ditbench_data::latents::HEADER_FILE).exists())
-        .then(|| ditbench_data::LatentFolder::open(Path::new(&a.data)))
-        .transpose()?;
-    let (kind, path) = match (&latents, a.data.as_str()) {
-        (Some(_), _) => ("latents", Some(a.data.clone().into())),
-        (None, "builtin") => ("builtin", None),
-        (None, _) => ("imagefolder", Some(a.data.clone().into())),
-    };
-    let classes = if kind == "builtin" { ditbench_data::BUILTIN_CLASSES.len() as i64 } else { 0 };
-    let mut m = DiTConfig::from_size(size, patch, a.image_size as i64, 3, classes.max(1))
-        .map_err(|e| anyhow::anyhow!("--model `{model}`: {e}"))?;
-    let mut image_size = a.image_size;
-    if let Some(l) = &latents {
-        // The model's input is what the latents folder holds.
-        let h = l.header();
-        m = DiTConfig::from_size(size, patch, h.latent_size as i64, h.latent_channels as i64, h.classes.len() as i64)?;
-        image_size = h.image_size;
-    }
-    if let Some(d) = a.depth {
-        m.depth = d;
-        m.name = format!("{} (depth {d})", m.name);
-    }
-    if kind == "imagefolder" {
-        // Class count comes from the folder.
-        let f = ditbench_data::ImageFolder::open(
-            Path::new(&a.data),
-            ditbench_data::ImageFolderOptions::new(a.image_size as u32),
-        )?;
-        m.num_classes = f.class_names().len() as i64;
-    }
-    let data = DataConfig {
-        kind: kind.into(),
-        path,
-        image_size,
-        builtin_len: 10_000,
-        workers: 1,
-        random_flip: true,
-        vae: None,
-        fail_on_bad_image: a.fail_on_bad_image,
-    };
-    let train = TrainConfig {
-        steps: a.steps,
-        batch_size: a.batch_size,
-        micro_batch: a.micro_batch,
-        optimizer: AdamWConfigSerde { lr: a.lr, ..Default::default() },
-        warmup_steps: 0,
-        grad_clip: None,
-        decay_matrices_only: false,
-        ema_decay: a.ema_decay,
-        seed: a.seed,
-        log_every: a.log_every,
-        ckpt_every: a.ckpt_every,
-        keep_last: 2,
-        sample_every: a.sample_every,
-        grid_sampling: "ddim25".into(),
-        device: a.device.clone(),
-        peak_tflops: a.peak_tflops,
-        precision: a.precision.clone(),
-        tf32: true,
-        activation_checkpointing: a.activation_checkpointing,
-        threads: 0,
-    };
-    let mut cfg = RunConfig { run_id: String::new(), sweep: a.sweep.clone(), model: m, data, train, eval: None };
-    // The same flags name the same run, so rerunning a command resumes it.
-    cfg.run_id = derive_run_id(&cfg);
-    Ok(cfg)
-}
-
 fn open_store(path: &Path) -> Result<Store> {
     Store::open(path).with_context(|| format!("opening the run store {}", path.display()))
-}
-
-/// The flag that sets a config key in an ad-hoc run, for an error about that key.
-fn flag_of(error: &str) -> Option<&'static str> {
-    const FLAGS: [(&str, &str); 15] = [
-        ("train.steps", "--steps"),
-        ("train.batch_size", "--batch-size"),
-        ("train.micro_batch", "--micro-batch"),
-        ("train.optimizer.lr", "--lr"),
-        ("train.ema_decay", "--ema-decay"),
-        ("train.seed", "--seed"),
-        ("train.log_every", "--log-every"),
-        ("train.ckpt_every", "--ckpt-every"),
-        ("train.sample_every", "--sample-every"),
-        ("train.device", "--device"),
-        ("train.precision", "--precision"),
-        ("train.peak_tflops", "--peak-tflops"),
-        ("train.threads", "--threads"),
-        ("data.image_size", "--image-size"),
-        ("sweep `", "--sweep"),
-    ];
-    FLAGS.iter().find(|(key, _)| error.starts_with(key)).map(|(_, flag)| *flag)
 }
 
 pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
@@ -243,13 +168,13 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading --config {}", path.display()))?;
             RunConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", path.display()))?
         }
-        (None, None, Some(model)) => adhoc_config(a, model)?,
+        (None, None, Some(model)) => adhoc::config(&a.adhoc(model))?,
         (None, None, None) => bail!("say what to train: --run ID, --config FILE, or --model NAME (e.g. --model DiT-S/4)"),
     };
     if let Some(t) = a.threads {
         cfg.train.threads = t;
     }
-    cfg.validate().map_err(|e| match (&a.model, flag_of(&e)) {
+    cfg.validate().map_err(|e| match (&a.model, adhoc::flag_of(&e)) {
         (Some(_), Some(flag)) => anyhow::anyhow!("{flag}: {e}"),
         _ => anyhow::anyhow!("{e}"),
     })?;
@@ -278,7 +203,7 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
             // (train marked the run failed.) Losing a rank is a failure of the run, not bad input.
             if matches!(e, run::TrainError::Dist(_)) {
                 eprintln!("run {} failed: {e}", cfg.run_id);
-                return Ok(EXIT_FAILED);
+                return Ok(exit::FAILED);
             }
             return Err(e.into());
         }
@@ -288,15 +213,15 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
     Ok(match outcome {
         Outcome::Finished { .. } => {
             println!("run {} {outcome}: {}", cfg.run_id, dir.display());
-            0
+            exit::OK
         }
         Outcome::Preempted { .. } => {
             println!("run {} {outcome}: {}", cfg.run_id, dir.display());
-            EXIT_PREEMPTED
+            exit::PREEMPTED
         }
         Outcome::Failed { .. } => {
             eprintln!("run {} {outcome}", cfg.run_id);
-            EXIT_FAILED
+            exit::FAILED
         }
     })
 }

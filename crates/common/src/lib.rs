@@ -10,6 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The golden-ratio increment of SplitMix64 (Steele, Lea & Flood 2014).
 pub const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -17,10 +18,27 @@ pub const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 /// The SplitMix64 finaliser of `z + golden`: a bijective 64-bit mixer.
 #[inline]
 pub fn splitmix64(z: u64) -> u64 {
-    let mut z = z.wrapping_add(GOLDEN_GAMMA);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    splitmix64_finaliser(z.wrapping_add(GOLDEN_GAMMA))
+}
+
+/// SplitMix64's output function alone (Stafford's "Mix13"), without the golden
+/// increment: for seeds derived from words that are already spread out, such as the
+/// training step seeds (`seed ^ step·γ`).
+#[inline]
+pub fn splitmix64_finaliser(z: u64) -> u64 {
+    let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// A 64-bit key of a sequence of words (a domain tag first, by convention, so that
+/// streams for different purposes never coincide): SplitMix64 chained over the words
+/// from a fixed start. Counter-based randomness keys its streams with it, so any item
+/// (a permutation of an epoch, a flip of a position) is computed on its own.
+#[inline]
+pub fn hash_words(words: &[u64]) -> u64 {
+    // Any fixed start (the first word of SHA-512's initial hash).
+    words.iter().fold(0x6A09_E667_F3BC_C909, |h, &w| splitmix64(h ^ w))
 }
 
 /// A SplitMix64 stream: each call advances the state by the golden increment and
@@ -33,6 +51,11 @@ pub struct SplitMix64 {
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
         SplitMix64 { state: seed }
+    }
+
+    /// The stream started from [`hash_words`]`(words)`.
+    pub fn from_key(words: &[u64]) -> Self {
+        SplitMix64::new(hash_words(words))
     }
 
     #[inline]
@@ -49,6 +72,15 @@ impl SplitMix64 {
     }
 }
 
+/// A deterministic seed for draw `step` of a stream seeded with `seed` (the SplitMix64
+/// finaliser of `seed ^ step·γ`, top 63 bits: libtorch's manual_seed takes a
+/// non-negative i64). Training reseeds every step from it, so a resumed run draws the
+/// same timesteps, noise and label dropout as an uninterrupted one without saved
+/// generator state; sampling seeds every archive batch and every grid from it.
+pub fn step_seed(seed: u64, step: u64) -> i64 {
+    (splitmix64_finaliser(seed ^ step.wrapping_mul(GOLDEN_GAMMA)) >> 1) as i64
+}
+
 /// A stable 64-bit FNV-1a hash (the std hasher may change between Rust versions, and
 /// run ids and cache keys must not).
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -60,10 +92,14 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The temporary sibling `write_atomic` writes first: hidden, unique to this process.
+/// A fresh temporary sibling of `path` (what `write_atomic` writes first): hidden, and
+/// unique to this process and call, so that threads writing the same file at once
+/// never share a temporary; the last rename wins and every reader sees a whole file.
 pub fn temp_sibling(path: &Path) -> PathBuf {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.tmp-{}-{call}", std::process::id()))
 }
 
 /// Writes `bytes` to `path` so that readers see the old content or the new, never a
@@ -98,21 +134,52 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Compute as the paper counts it (PAPER.md): a model's "Gflops" are forward-pass
 /// multiply-accumulates per image (in 10^9); training costs 3× the forward pass (the
-/// backward is 2×), and one MAC is 2 FLOPs. Every count here is in FLOPs.
+/// backward is 2×). Two units are in use, and every function names its own:
+///
+/// - `train_paper_gflops*`: the paper's unit, 3 × Gflops × images, in 10^9 and with
+///   no ×2 per MAC: the x axis of its Figure 9 ("training compute (Gflops)"), which
+///   the report's compute figure reproduces.
+/// - `train*` (no suffix): FLOPs (one MAC is 2 FLOPs), what hardware peaks are quoted
+///   in: MFU, and a sweep plan's cost and hours.
+///
+/// Each multiplies left to right in the order ditbench has always used, so that a
+/// figure, plan or log shows the same f64, bit for bit, as before these were shared.
 pub mod flops {
     /// FLOPs per MAC.
     pub const FLOPS_PER_MAC: f64 = 2.0;
     /// Forward + backward, in forward passes.
     pub const TRAIN_PASSES: f64 = 3.0;
+    /// One Gflop (the paper's unit) in FLOPs.
+    pub const GIGA: f64 = 1e9;
 
-    /// Training FLOPs per image for a model of `gflops` forward GMACs per image.
-    pub fn train_per_image(gflops: f64) -> f64 {
-        TRAIN_PASSES * FLOPS_PER_MAC * gflops * 1e9
+    /// Training compute per image in the paper's unit (Figure 9): 3 × `gflops`, for
+    /// a model of `gflops` forward GMACs per image.
+    pub fn train_paper_gflops_per_image(gflops: f64) -> f64 {
+        TRAIN_PASSES * gflops
     }
 
-    /// Training FLOPs of `images` images (batch × steps) through a model of `gflops`.
-    pub fn train(gflops: f64, images: f64) -> f64 {
-        train_per_image(gflops) * images
+    /// Training compute of `batch` × `steps` images in the paper's unit (Figure 9's
+    /// axis): 3 × `gflops` × batch × steps.
+    pub fn train_paper_gflops(gflops: f64, batch: f64, steps: f64) -> f64 {
+        train_paper_gflops_per_image(gflops) * batch * steps
+    }
+
+    /// Training FLOPs per image: the paper's unit × 2 FLOPs per MAC × 10^9. (Equal bit
+    /// for bit to `3 × 2 × gflops × 10^9`: doubling is exact.)
+    pub fn train_per_image(gflops: f64) -> f64 {
+        train_paper_gflops_per_image(gflops) * FLOPS_PER_MAC * GIGA
+    }
+
+    /// Training FLOPs of `batch` × `steps` images through a model of `gflops`.
+    pub fn train(gflops: f64, batch: f64, steps: f64) -> f64 {
+        train_per_image(gflops) * batch * steps
+    }
+
+    /// Training FLOP/s of a run that trains on `images_per_s` images per second.
+    /// Multiplies the rate first (the order sweep plans have always used); it can
+    /// differ from `train_per_image(gflops) × images_per_s` in the last bit.
+    pub fn train_per_second(gflops: f64, images_per_s: f64) -> f64 {
+        images_per_s * TRAIN_PASSES * FLOPS_PER_MAC * gflops * GIGA
     }
 }
 
@@ -132,6 +199,18 @@ pub mod exit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_seeds_keep_their_values() {
+        // Computed with the formula training has always used (SplitMix64's mix of
+        // `seed ^ step·γ`, top 63 bits): grids, archives and resumed runs depend on them.
+        assert_eq!(step_seed(0, 0), 0);
+        assert_eq!(step_seed(1234, 0), 870_697_882_479_909_919);
+        assert_eq!(step_seed(1234, 7), 4_426_384_954_316_121_324);
+        assert_eq!(step_seed(5 ^ 0x05A3_D1E5, u64::MAX), 96_757_651_917_568_600);
+        assert_eq!(step_seed(7 ^ 0x5A4D_B1E5, 3), 2_171_642_335_318_649_040);
+        assert_eq!(step_seed(u64::MAX, u64::MAX), 8_245_168_133_484_221_968);
+    }
 
     #[test]
     fn splitmix64_matches_the_reference_stream() {
@@ -155,8 +234,59 @@ mod tests {
     #[test]
     fn training_flops_of_dit_xl2_match_the_paper() {
         // PAPER.md: DiT-XL/2 is 118.64 Gflops; 400K steps at batch 256.
-        let c = flops::train(118.64, 256.0 * 400_000.0);
+        let c = flops::train(118.64, 256.0, 400_000.0);
         assert!((c - 6.0 * 118.64e9 * 256.0 * 400_000.0).abs() < 1e-6 * c);
+        // The paper's unit has no ×2 per MAC and no 10^9: 3 × 118.64 × 256 × 400K.
+        let g = flops::train_paper_gflops(118.64, 256.0, 400_000.0);
+        assert!((g - 3.0 * 118.64 * 256.0 * 400_000.0).abs() < 1e-9 * g);
+        assert!((c / g - 2e9).abs() < 1e-6);
+        assert_eq!(flops::train_paper_gflops_per_image(2.0), 6.0);
+        assert_eq!(flops::train_per_image(2.0), 12e9);
+    }
+
+    #[test]
+    fn training_flops_equal_the_formulas_they_replace_bit_for_bit() {
+        // The inline formulas of runconfig, report, sweep plan and train before these
+        // were shared: figures, plans and logs must show the same f64s.
+        let mut r = SplitMix64::new(7);
+        let table4 = [0.36, 1.41, 6.06, 1.42, 5.56, 23.01, 5.01, 19.70, 80.71, 7.39, 29.05, 118.64, 524.6];
+        let random: Vec<f64> = (0..10_000).map(|_| 0.01 + 600.0 * r.next_f64()).collect();
+        for g in table4.into_iter().chain(random) {
+            let (b, s) = ((1 + r.next_u64() % 1024) as f64, (r.next_u64() % 10_000_000) as f64);
+            let ips = 5000.0 * r.next_f64();
+            assert_eq!(flops::train_per_image(g).to_bits(), (3.0 * 2.0 * g * 1e9).to_bits(), "{g}");
+            assert_eq!(flops::train(g, b, s).to_bits(), (3.0 * 2.0 * g * 1e9 * b * s).to_bits(), "{g} {b} {s}");
+            assert_eq!(flops::train_paper_gflops(g, b, s).to_bits(), (3.0 * g * b * s).to_bits(), "{g} {b} {s}");
+            assert_eq!(flops::train_per_second(g, ips).to_bits(), (ips * 3.0 * 2.0 * g * 1e9).to_bits(), "{g} {ips}");
+        }
+    }
+
+    #[test]
+    fn splitmix64_is_the_finaliser_of_the_incremented_word() {
+        for z in [0u64, 1, 0x5eed, u64::MAX, GOLDEN_GAMMA.wrapping_neg()] {
+            assert_eq!(splitmix64(z), splitmix64_finaliser(z.wrapping_add(GOLDEN_GAMMA)));
+        }
+        // Vigna's splitmix64.c seeded with 0.
+        assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
+    }
+
+    #[test]
+    fn next_f64_equals_the_division_form() {
+        // Some callers used to divide by 2^53 instead of multiplying by 2^-53: both are
+        // exact, so the draws are the same.
+        let (mut a, mut b) = (SplitMix64::new(0x5eed), SplitMix64::new(0x5eed));
+        for _ in 0..100_000 {
+            assert_eq!(a.next_f64().to_bits(), ((b.next_u64() >> 11) as f64 / (1u64 << 53) as f64).to_bits());
+        }
+    }
+
+    #[test]
+    fn keyed_streams_chain_the_mixer_over_the_words() {
+        assert_eq!(hash_words(&[]), 0x6A09_E667_F3BC_C909);
+        let h = splitmix64(splitmix64(0x6A09_E667_F3BC_C909 ^ 3) ^ 5);
+        assert_eq!(hash_words(&[3, 5]), h);
+        assert_ne!(hash_words(&[3, 5]), hash_words(&[5, 3]));
+        assert_eq!(SplitMix64::from_key(&[3, 5]).next_u64(), SplitMix64::new(h).next_u64());
     }
 
     #[test]
@@ -173,5 +303,27 @@ mod tests {
         assert!(write_atomic(&dir.path().join("d"), b"x").is_err());
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert!(left.iter().all(|n| !n.to_string_lossy().contains(".tmp-")), "{left:?}");
+    }
+
+    #[test]
+    fn concurrent_writers_of_one_file_never_share_a_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.bin");
+        assert_ne!(temp_sibling(&p), temp_sibling(&p));
+        let payloads: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1 << 16]).collect();
+        std::thread::scope(|s| {
+            for b in &payloads {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(p, b).unwrap();
+                    }
+                });
+            }
+        });
+        // Whole: one writer's bytes, never a mix; and no temporary left behind.
+        let got = std::fs::read(&p).unwrap();
+        assert!(payloads.contains(&got));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -84,15 +84,8 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, DataError> 
 
 /// Writes `value` as JSON to `path` atomically (temporary file, fsync, rename).
 fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), DataError> {
-    let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(value).expect("serialisable");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    }
-    Ok(())
+    ditbench_common::write_atomic(path, text.as_bytes()).map_err(io(path))
 }
 
 #[derive(Debug, Serialize, Deserialize)]

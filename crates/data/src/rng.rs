@@ -1,27 +1,13 @@
 //! Counter-based randomness: every random decision of this crate is a pure function of
 //! a key such as `(seed, epoch, position)`, so any item can be computed on its own, on
-//! any thread, in any order. SplitMix64 (Steele, Lea & Flood 2014) is the mixer.
+//! any thread, in any order. SplitMix64 (Steele, Lea & Flood 2014, from
+//! ditbench-common) is the mixer; this module adds the keyed start and the draws the
+//! data pipeline needs.
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// The SplitMix64 finaliser of `z + golden`: a bijective 64-bit mixer.
-#[inline]
-pub(crate) fn mix64(z: u64) -> u64 {
-    let mut z = z.wrapping_add(GOLDEN);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use ditbench_common::SplitMix64;
 
 /// Hash of a sequence of words (domain tag first, by convention).
-#[inline]
-pub(crate) fn hash(words: &[u64]) -> u64 {
-    let mut h = 0x6A09_E667_F3BC_C909; // any fixed start
-    for &w in words {
-        h = mix64(h ^ w);
-    }
-    h
-}
+pub(crate) use ditbench_common::hash_words as hash;
 
 /// Domain tags, so that streams for different purposes never coincide.
 pub(crate) mod domain {
@@ -32,22 +18,16 @@ pub(crate) mod domain {
 
 /// A small sequential generator (SplitMix64 stream) started from a hashed key.
 #[derive(Clone, Debug)]
-pub(crate) struct Rng {
-    state: u64,
-}
+pub(crate) struct Rng(SplitMix64);
 
 impl Rng {
     pub(crate) fn from_key(words: &[u64]) -> Self {
-        Rng { state: hash(words) }
+        Rng(SplitMix64::from_key(words))
     }
 
     #[inline]
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(GOLDEN);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)` with 24 random bits.
@@ -92,11 +72,11 @@ mod tests {
     fn splitmix_reference_values() {
         // The first outputs of the reference SplitMix64 generator seeded with 0
         // (Vigna's splitmix64.c): an independent check of the mixer constants.
-        let mut r = Rng { state: 0 };
+        let mut r = Rng(SplitMix64::new(0));
         assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
         assert_eq!(r.next_u64(), 0x06C4_5D18_8009_454F);
-        assert_eq!(mix64(0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(ditbench_common::splitmix64(0), 0xE220_A839_7B1D_CDAF);
     }
 
     #[test]

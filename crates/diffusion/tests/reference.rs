@@ -205,6 +205,7 @@ fn guided_ddpm_trajectory_of_the_tiny_dit_matches_reference() {
     let w = fixtures("dit_tiny.safetensors");
     let cfg = DiTConfig {
         name: "DiT-tiny".into(),
+        size: None,
         depth: 2,
         hidden_size: 32,
         num_heads: 2,

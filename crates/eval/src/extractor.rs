@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ditbench_common::{fnv1a64, write_atomic, SplitMix64};
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
@@ -545,7 +546,8 @@ impl BuiltinExtractor {
         meta.insert(META_VERSION.to_string(), env!("CARGO_PKG_VERSION").to_string());
         let bytes = safetensors::serialize(views, Some(meta))
             .map_err(|e| EvalError::Weights(format!("{}: cannot serialise: {e}", path.display())))?;
-        write_atomic(path, &bytes)
+        // A reader (another process sharing the cache) sees no file or a whole one.
+        write_atomic(path, &bytes).map_err(io_err(path))
     }
 
     /// Reads a file written by [`BuiltinExtractor::save`] onto `device`; every tensor's
@@ -688,32 +690,24 @@ const DOMAIN_EPOCH: u64 = 0xE7_0002;
 const DOMAIN_FLIP: u64 = 0xE7_0003;
 const DOMAIN_SPLIT: u64 = 0xE7_0004;
 
-/// SplitMix64 (Steele, Lea & Flood 2014): finaliser and a stream started from a key.
-fn mix64(z: u64) -> u64 {
-    let mut z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-struct Rng(u64);
+/// A SplitMix64 stream (ditbench-common) started from a key, with the draws the
+/// extractor needs.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn from_key(words: &[u64]) -> Rng {
-        Rng(words.iter().fold(0x6A09_E667_F3BC_C909, |h, &w| mix64(h ^ w)))
+        Rng(SplitMix64::from_key(words))
     }
     fn next_u64(&mut self) -> u64 {
-        // mix64 adds the increment itself: this is SplitMix64's `state += γ; finalise(state)`.
-        let z = self.0;
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(z)
+        self.0.next_u64()
     }
     /// Uniform in [-1, 1) with 24 random bits.
     fn symmetric(&mut self) -> f32 {
         ((self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)) * 2.0 - 1.0
     }
+    /// In `0..n`, from 53 random bits (the index Fisher–Yates draws).
     fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64) * n as f64) as usize
+        (self.0.next_f64() * n as f64) as usize
     }
 }
 
@@ -725,11 +719,6 @@ fn permutation(n: usize, key: &[u64]) -> Vec<i64> {
         p.swap(i, rng.below(i + 1));
     }
     p
-}
-
-/// FNV-1a, 64 bits: a stable hash of a configuration for names.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Initial weights from the seed: He-uniform convolutions (ReLU follows each
@@ -870,41 +859,26 @@ fn io_err(p: &Path) -> impl FnOnce(std::io::Error) -> EvalError {
     move |source| EvalError::Io { path, source }
 }
 
-/// Write-to-temporary, fsync, rename, fsync the folder. The temporary's name is unique
-/// per process and call, so concurrent writers never share one; the last rename wins
-/// and every reader sees a complete file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| EvalError::BadInput { what: path.display().to_string(), problem: "not a file path".into() })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(path)(e));
-    }
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Names of the stored tensors with their shapes, for documentation and tools.
 pub fn stored_tensor_shapes(config: &ExtractorConfig) -> BTreeMap<String, Vec<i64>> {
     param_shapes(config).into_iter().collect()
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn init_order_and_flip_streams_are_the_ones_earlier_extractors_used() {
+        // From an independent reimplementation (Python) of the inline SplitMix64 the
+        // extractor had before it moved to ditbench-common: cached extractors and FD
+        // values stay valid only if weights, batch order and flips are unchanged.
+        let mut init = Rng::from_key(&[DOMAIN_INIT, 7, 3]);
+        let got: Vec<f32> = (0..4).map(|_| init.symmetric()).collect();
+        assert_eq!(got, [0.937_185_05, 0.635_786_4, 0.772_957_2, -0.028_399_348]);
+        assert_eq!(permutation(10, &[DOMAIN_EPOCH, 7, 0]), [6, 4, 0, 8, 7, 3, 2, 5, 9, 1]);
+        let mut flip = Rng::from_key(&[DOMAIN_FLIP, 7, 5]);
+        let bits: Vec<u64> = (0..16).map(|_| flip.next_u64() >> 63).collect();
+        assert_eq!(bits, [1, 1, 1, 0, 1, 1, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0]);
+    }
 }

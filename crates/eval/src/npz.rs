@@ -717,9 +717,5 @@ impl SampleArchiveWriter {
 }
 
 fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), EvalError> {
-    let tmp = tmp_path(path);
-    let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
-    f.sync_all().map_err(|e| io_err(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    ditbench_common::write_atomic(path, bytes).map_err(|e| io_err(path, e))
 }

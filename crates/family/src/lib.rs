@@ -30,6 +30,64 @@ pub const SIZES: [(&str, i64, i64, i64); 4] = [
     ("XL", 28, 1152, 16),
 ];
 
+/// A model size of the paper (Table 1), written "S", "B", "L" or "XL" in configs, specs
+/// and flags. A config keeps it as a field (`DiTConfig::size`) because its name is for
+/// people and may be anything ("DiT-S/8 (d2 w32 h2)" for a scaled-down member).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ModelSize {
+    S,
+    B,
+    L,
+    XL,
+}
+
+impl ModelSize {
+    /// The sizes in the paper's order (smallest first).
+    pub const ALL: [ModelSize; 4] = [ModelSize::S, ModelSize::B, ModelSize::L, ModelSize::XL];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelSize::S => "S",
+            ModelSize::B => "B",
+            ModelSize::L => "L",
+            ModelSize::XL => "XL",
+        }
+    }
+
+    /// The paper's depth, hidden size and heads of this size (Table 1).
+    pub fn architecture(self) -> (i64, i64, i64) {
+        let (_, depth, hidden_size, num_heads) = SIZES[self as usize];
+        (depth, hidden_size, num_heads)
+    }
+
+    /// The size of a family member's name as ditbench writes it, `DiT-S/8` or
+    /// `DiT-S/8 (d2 w32 h2)`; `None` for any other name. Only for configs written before
+    /// `DiTConfig::size` existed (`ditbench_runconfig::RunConfig::from_toml` fills the
+    /// field with it once): everything else reads the field.
+    pub fn from_name(name: &str) -> Option<ModelSize> {
+        let (size, _patch) = name.trim().strip_prefix("DiT-")?.split_once('/')?;
+        ModelSize::ALL.into_iter().find(|s| s.as_str() == size)
+    }
+}
+
+impl std::fmt::Display for ModelSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ModelSize {
+    type Err = ConfigError;
+
+    /// "S", "B", "L" or "XL", case ignored (flags and specs have always taken "xl").
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        ModelSize::ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| ConfigError::UnknownModel {
+            name: s.to_string(),
+            valid: ModelSize::ALL.map(ModelSize::as_str).join(", "),
+        })
+    }
+}
+
 /// Patch sizes studied in the paper.
 pub const PATCHES: [i64; 3] = [2, 4, 8];
 
@@ -39,24 +97,26 @@ pub const PATCHES: [i64; 3] = [2, 4, 8];
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PaperEntry {
     pub name: &'static str,
+    pub size: ModelSize,
+    pub patch: i64,
     pub gflops: f64,
     pub params: u64,
     pub fid_50k_400k: f64,
 }
 
 pub const PAPER_TABLE4: [PaperEntry; 12] = [
-    PaperEntry { name: "DiT-S/8", gflops: 0.36, params: 33_148_160, fid_50k_400k: 153.60 },
-    PaperEntry { name: "DiT-S/4", gflops: 1.41, params: 32_945_024, fid_50k_400k: 100.41 },
-    PaperEntry { name: "DiT-S/2", gflops: 6.06, params: 32_963_360, fid_50k_400k: 68.40 },
-    PaperEntry { name: "DiT-B/8", gflops: 1.42, params: 130_881_536, fid_50k_400k: 122.74 },
-    PaperEntry { name: "DiT-B/4", gflops: 5.56, params: 130_475_648, fid_50k_400k: 68.38 },
-    PaperEntry { name: "DiT-B/2", gflops: 23.01, params: 130_512_416, fid_50k_400k: 43.47 },
-    PaperEntry { name: "DiT-L/8", gflops: 5.01, params: 458_594_816, fid_50k_400k: 118.87 },
-    PaperEntry { name: "DiT-L/4", gflops: 19.70, params: 458_053_760, fid_50k_400k: 45.64 },
-    PaperEntry { name: "DiT-L/2", gflops: 80.71, params: 458_102_816, fid_50k_400k: 23.33 },
-    PaperEntry { name: "DiT-XL/8", gflops: 7.39, params: 675_683_072, fid_50k_400k: 106.41 },
-    PaperEntry { name: "DiT-XL/4", gflops: 29.05, params: 675_074_432, fid_50k_400k: 43.01 },
-    PaperEntry { name: "DiT-XL/2", gflops: 118.64, params: 675_129_632, fid_50k_400k: 19.47 },
+    PaperEntry { name: "DiT-S/8", size: ModelSize::S, patch: 8, gflops: 0.36, params: 33_148_160, fid_50k_400k: 153.60 },
+    PaperEntry { name: "DiT-S/4", size: ModelSize::S, patch: 4, gflops: 1.41, params: 32_945_024, fid_50k_400k: 100.41 },
+    PaperEntry { name: "DiT-S/2", size: ModelSize::S, patch: 2, gflops: 6.06, params: 32_963_360, fid_50k_400k: 68.40 },
+    PaperEntry { name: "DiT-B/8", size: ModelSize::B, patch: 8, gflops: 1.42, params: 130_881_536, fid_50k_400k: 122.74 },
+    PaperEntry { name: "DiT-B/4", size: ModelSize::B, patch: 4, gflops: 5.56, params: 130_475_648, fid_50k_400k: 68.38 },
+    PaperEntry { name: "DiT-B/2", size: ModelSize::B, patch: 2, gflops: 23.01, params: 130_512_416, fid_50k_400k: 43.47 },
+    PaperEntry { name: "DiT-L/8", size: ModelSize::L, patch: 8, gflops: 5.01, params: 458_594_816, fid_50k_400k: 118.87 },
+    PaperEntry { name: "DiT-L/4", size: ModelSize::L, patch: 4, gflops: 19.70, params: 458_053_760, fid_50k_400k: 45.64 },
+    PaperEntry { name: "DiT-L/2", size: ModelSize::L, patch: 2, gflops: 80.71, params: 458_102_816, fid_50k_400k: 23.33 },
+    PaperEntry { name: "DiT-XL/8", size: ModelSize::XL, patch: 8, gflops: 7.39, params: 675_683_072, fid_50k_400k: 106.41 },
+    PaperEntry { name: "DiT-XL/4", size: ModelSize::XL, patch: 4, gflops: 29.05, params: 675_074_432, fid_50k_400k: 43.01 },
+    PaperEntry { name: "DiT-XL/2", size: ModelSize::XL, patch: 2, gflops: 118.64, params: 675_129_632, fid_50k_400k: 19.47 },
 ];
 
 /// A complete DiT configuration. Field names follow the official `DiT.__init__`.
@@ -65,6 +125,11 @@ pub const PAPER_TABLE4: [PaperEntry; 12] = [
 pub struct DiTConfig {
     /// Paper name for presets (`DiT-XL/2`), free text for custom configs.
     pub name: String,
+    /// The family size this config is a member of (scaled down or not), `None` for a
+    /// custom config. Not part of the run id (`ditbench_runconfig::derive_run_id`
+    /// leaves it out, so ids from before the field stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<ModelSize>,
     pub depth: i64,
     pub hidden_size: i64,
     pub num_heads: i64,
@@ -106,11 +171,12 @@ impl DiTConfig {
                  the paper uses 256 or 512"
             )));
         }
-        Self::from_size(size, patch, image_size / 8, 4, 1000)
+        Self::from_size(size.as_str(), patch, image_size / 8, 4, 1000)
     }
 
     /// A family member (S/B/L/XL × patch) at a given input size, channels and classes:
     /// what sweeps use for pixel-space or scaled-down studies.
+    /// `size` is "S", "B", "L" or "XL" (case ignored).
     pub fn from_size(
         size: &str,
         patch_size: i64,
@@ -118,17 +184,11 @@ impl DiTConfig {
         in_channels: i64,
         num_classes: i64,
     ) -> Result<Self, ConfigError> {
-        let upper = size.to_ascii_uppercase();
-        let Some(&(sname, depth, hidden_size, num_heads)) =
-            SIZES.iter().find(|(s, ..)| *s == upper)
-        else {
-            return Err(ConfigError::UnknownModel {
-                name: size.to_string(),
-                valid: SIZES.iter().map(|s| s.0.to_string()).collect::<Vec<_>>().join(", "),
-            });
-        };
+        let size: ModelSize = size.parse()?;
+        let (depth, hidden_size, num_heads) = size.architecture();
         let cfg = DiTConfig {
-            name: format!("DiT-{sname}/{patch_size}"),
+            name: format!("DiT-{size}/{patch_size}"),
+            size: Some(size),
             depth,
             hidden_size,
             num_heads,
@@ -292,8 +352,8 @@ pub fn preset_names() -> Vec<String> {
         .collect()
 }
 
-/// `DiT-XL/2`, `XL/2`, `dit-xl-2` → ("XL", 2).
-fn parse_preset_name(name: &str) -> Result<(&'static str, i64), ConfigError> {
+/// `DiT-XL/2`, `XL/2`, `dit-xl-2` → (XL, 2).
+fn parse_preset_name(name: &str) -> Result<(ModelSize, i64), ConfigError> {
     let unknown = || ConfigError::UnknownModel {
         name: name.to_string(),
         valid: preset_names().join(", ") + " (the `DiT-` prefix is optional, case is ignored)",
@@ -301,14 +361,50 @@ fn parse_preset_name(name: &str) -> Result<(&'static str, i64), ConfigError> {
     let lower = name.trim().to_ascii_lowercase();
     let rest = lower.strip_prefix("dit-").unwrap_or(&lower);
     let (size, patch) = rest.split_once(['/', '-']).ok_or_else(unknown)?;
-    let size = SIZES
-        .iter()
-        .map(|s| s.0)
-        .find(|s| s.eq_ignore_ascii_case(size))
-        .ok_or_else(unknown)?;
+    let size: ModelSize = size.parse().map_err(|_| unknown())?;
     let patch: i64 = patch.parse().map_err(|_| unknown())?;
     if !PATCHES.contains(&patch) {
         return Err(unknown());
     }
     Ok((size, patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_from_and_print_to_their_config_spelling() {
+        for (size, text) in ModelSize::ALL.into_iter().zip(["S", "B", "L", "XL"]) {
+            assert_eq!(size.to_string(), text);
+            assert_eq!(text.parse::<ModelSize>().unwrap(), size);
+            assert_eq!(text.to_ascii_lowercase().parse::<ModelSize>().unwrap(), size);
+            // Serde writes the same spelling, and only it reads back.
+            assert_eq!(toml::Value::try_from(size).unwrap(), toml::Value::String(text.into()));
+            // The table of Table 1 is in the enum's order.
+            assert_eq!(SIZES[size as usize].0, text);
+        }
+        let e = "M".parse::<ModelSize>().unwrap_err().to_string();
+        assert_eq!(e, "unknown model `M`; valid names: S, B, L, XL");
+    }
+
+    #[test]
+    fn members_carry_their_size() {
+        assert_eq!(DiTConfig::from_size("xl", 2, 32, 4, 1000).unwrap().size, Some(ModelSize::XL));
+        assert_eq!(DiTConfig::preset("dit-b-4", 256).unwrap().size, Some(ModelSize::B));
+        for e in PAPER_TABLE4 {
+            let c = DiTConfig::preset(e.name, 256).unwrap();
+            assert_eq!((c.size, c.patch_size, c.name.as_str()), (Some(e.size), e.patch, e.name));
+        }
+    }
+
+    #[test]
+    fn old_names_give_their_size() {
+        assert_eq!(ModelSize::from_name("DiT-S/8 (d2 w32 h2)"), Some(ModelSize::S));
+        assert_eq!(ModelSize::from_name("DiT-XL/2"), Some(ModelSize::XL));
+        assert_eq!(ModelSize::from_name("DiT-B/4 (depth 1)"), Some(ModelSize::B));
+        for other in ["DiT-tiny", "my-model", "DiT-custom(depth 2, hidden 32, heads 2, patch 2)", "S/2", "DiT-M/2"] {
+            assert_eq!(ModelSize::from_name(other), None, "{other}");
+        }
+    }
 }

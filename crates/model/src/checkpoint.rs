@@ -2,7 +2,7 @@
 //! the file's metadata, written atomically; strict key and shape checks on load.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{Kind, Tensor};
@@ -84,27 +84,8 @@ pub fn write_safetensors_atomic(
     let metadata: HashMap<String, String> = metadata.into_iter().collect();
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| ckpt_err(path, e.to_string()))?;
-    write_atomic(path, &bytes)
-}
-
-/// Write-to-temporary, fsync, rename, fsync the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    use std::io::Write;
-    let io = |e: std::io::Error| ModelError::Io { path: path.display().to_string(), source: e };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let file_name = path.file_name().ok_or_else(|| ckpt_err(path, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    // Atomic, so that a crash mid-save leaves the previous weights, never half a file.
+    ditbench_common::write_atomic(path, &bytes).map_err(|source| ModelError::Io { path: path.display().to_string(), source })
 }
 
 /// A safetensors file read into memory: tensors by name plus metadata.
@@ -253,3 +234,25 @@ fn serde_json_config(json: &str) -> Result<DiTConfig, String> {
 pub fn config_to_metadata(cfg: &DiTConfig) -> (String, String) {
     (CONFIG_KEY.to_string(), serde_json::to_string(cfg).expect("config serialises"))
 }
+
+/// `checkpoints/0001000.safetensors` for step 1000.
+pub fn checkpoint_path(dir: &Path, step: u64) -> PathBuf {
+    dir.join(format!("{step:07}.safetensors"))
+}
+
+/// Training checkpoints in `dir`, oldest first (by step parsed from the name; stray files and
+/// temporaries are ignored).
+pub fn list_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<(u64, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_suffix(".safetensors")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+

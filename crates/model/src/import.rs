@@ -179,14 +179,15 @@ pub fn infer_config(
             ));
         }
     };
-    // A paper size keeps its paper name only with its paper depth and heads.
-    let name = match size {
-        Some((s, sd, _, sh)) if *sd == depth && *sh == num_heads => format!("DiT-{s}/{p}"),
-        _ => format!("DiT-custom(depth {depth}, hidden {d}, heads {num_heads}, patch {p})"),
+    // A paper size keeps its paper name (and is that size) only with its paper depth and heads.
+    let (name, size) = match size {
+        Some((s, sd, _, sh)) if *sd == depth && *sh == num_heads => (format!("DiT-{s}/{p}"), s.parse().ok()),
+        _ => (format!("DiT-custom(depth {depth}, hidden {d}, heads {num_heads}, patch {p})"), None),
     };
     // With class dropout the table has one extra "null" row; every official model has it.
     let cfg = DiTConfig {
         name,
+        size,
         depth,
         hidden_size: d,
         num_heads,

@@ -16,6 +16,7 @@ pub fn fixture(name: &str) -> PathBuf {
 pub fn tiny_config() -> DiTConfig {
     DiTConfig {
         name: "DiT-tiny".into(),
+        size: None,
         depth: 2,
         hidden_size: 32,
         num_heads: 2,

@@ -18,8 +18,7 @@ fn main() {
     let t = Instant::now();
     let mut runs = Vec::new();
     for (i, e) in ditbench_family::PAPER_TABLE4.iter().enumerate() {
-        let (size, patch) = e.name.split_once('/').unwrap();
-        let mut r = common::RunPlan::new(&format!("run-{i:02}"), size, patch.parse().unwrap(), e.gflops);
+        let mut r = common::RunPlan::new(&format!("run-{i:02}"), &format!("DiT-{}", e.size), e.patch, e.gflops);
         r.steps = 4000;
         r.loss_every = 1; // 4,000 logged steps
         r.extra_metrics = vec!["mse", "vb", "grad_norm"]; // 4 metrics in all

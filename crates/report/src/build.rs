@@ -336,11 +336,10 @@ pub fn fig_gflops(data: &SweepData, summary: &Summary) -> Figure {
         series.push(Series::Line { points: pts, color: (150, 150, 150), alpha: 1.0, width: 2, dashed: true });
     }
     for e in PAPER_TABLE4 {
-        let patch = e.name.rsplit('/').next().and_then(|p| p.parse().ok());
         series.push(Series::Points {
             points: vec![(e.gflops, e.fid_50k_400k)],
             color: (150, 150, 150),
-            marker: patch_marker(patch),
+            marker: patch_marker(Some(e.patch)),
             filled: false,
             size: 5,
         });

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use ditbench_family::ModelSize;
 use ditbench_query::{DataFrame, RunStore};
 
 use crate::ReportError;
@@ -50,9 +51,10 @@ impl RunInfo {
     }
 
     /// Training compute at `step`: 3 × Gflops × batch × step (the paper's convention:
-    /// a backward pass costs two forwards), in Gflops.
+    /// a backward pass costs two forwards), in the paper's Figure 9 unit ("Gflops": 10^9
+    /// MACs, not FLOPs), so the compute figure's axis reads like the paper's.
     pub fn training_compute(&self, step: i64) -> Option<f64> {
-        Some(3.0 * self.gflops? * self.batch_size? as f64 * step as f64)
+        Some(ditbench_common::flops::train_paper_gflops(self.gflops?, self.batch_size? as f64, step as f64))
     }
 }
 
@@ -76,12 +78,15 @@ pub fn is_quality_metric(name: &str) -> bool {
     name == "fid" || name.len() > 3 && name[..3].eq_ignore_ascii_case("fd_")
 }
 
-/// Size letter of a DiT model name ("DiT-XL/2", "DiT-XL", "XL/2" → "XL").
+/// Size letter of a model as the store records it: the registry's `model` column
+/// ("DiT-XL", from the config's `model.size`) or, for runs registered without one, the
+/// `model` parameter ("DiT-XL/2", "XL/2" → "XL"). The store keeps no size column, so
+/// the report reads these strings.
 pub fn size_of(model: &str) -> Option<String> {
     let m = model.trim();
     let m = m.strip_prefix("DiT-").or_else(|| m.strip_prefix("dit-")).unwrap_or(m);
-    let s = m.split(['/', '-']).next()?.to_ascii_uppercase();
-    ["S", "B", "L", "XL"].contains(&s.as_str()).then_some(s)
+    let size: ModelSize = m.split(['/', '-']).next()?.parse().ok()?;
+    Some(size.to_string())
 }
 
 fn size_rank(s: Option<&str>) -> usize {

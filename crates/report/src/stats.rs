@@ -4,6 +4,7 @@
 //! A power law `y = a · x^b` is a line in log space, `ln y = ln a + b · ln x`; both
 //! fits work on natural-log residuals `r_i = ln y_i − ln a − b · ln x_i`.
 
+use ditbench_common::SplitMix64;
 use serde::Serialize;
 
 /// Fewest points a fit or a correlation is reported for: with two points every line
@@ -302,28 +303,11 @@ pub struct FitWithCi {
     pub band: Vec<(f64, f64, f64)>,
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny seeded generator, so that bootstrap
-/// intervals are reproducible across machines and versions.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (Lemire's multiply-shift).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
+/// A resampling index in `0..n` (Lemire's multiply-shift, without rejection: the bias
+/// is below n / 2^64). The bootstrap draws from SplitMix64 (ditbench-common), so that
+/// its intervals are reproducible across machines and versions.
+fn below(rng: &mut SplitMix64, n: usize) -> usize {
+    ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize
 }
 
 /// The `q`-quantile (0..=1) of sorted data, linearly interpolated (numpy's default).
@@ -359,7 +343,7 @@ pub fn fit_with_bootstrap(
     let mut skipped = 0;
     for _ in 0..resamples {
         for k in 0..n {
-            let i = rng.below(n);
+            let i = below(&mut rng, n);
             u[k] = lx[i];
             v[k] = ly[i];
         }

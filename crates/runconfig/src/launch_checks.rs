@@ -1,15 +1,16 @@
 //! Refusals that used to surface only once a run had started (an evaluator that cannot
 //! read the run's data, a batch that does not split over its ranks, a dataset smaller
-//! than a batch) or, worse, once it had trained (a sampler string the grid or the
-//! evaluation cannot parse). They need neither libtorch nor the data, so `sweep plan`
-//! reports them for every run before anything starts, and the trainer refuses the same
-//! configs in the same words.
+//! than a batch). They need neither libtorch nor the data, so `sweep plan` reports them
+//! for every run before anything starts, and the trainer refuses the same configs in
+//! the same words. (A sampler string the grid or the evaluation could not parse, which
+//! used to fail a run once it had trained, is now refused where the config is read:
+//! [`crate::Sampling`] is checked with [`check_respacing`].)
 //!
 //! What needs the files themselves (a latents folder's shape, an ImageFolder's
 //! classes) is read by the caller; [`check_latents_fit`] and [`check_dataset_len`] judge
 //! what it read.
 
-use crate::RunConfig;
+use crate::{DataKind, Extractor, RunConfig};
 
 /// Diffusion steps of every DiT process (the official `create_diffusion` default, and
 /// `GaussianDiffusion::dit`'s).
@@ -23,21 +24,19 @@ pub fn check_launch(cfg: &RunConfig, ranks: usize) -> Result<(), String> {
     if t.batch_size % ranks != 0 {
         return Err(format!("train.batch_size {} is not divisible by the {ranks} ranks", t.batch_size));
     }
-    check_respacing(&t.grid_sampling).map_err(|why| format!("train.grid_sampling `{}`: {why}", t.grid_sampling))?;
     if cfg.data.image_size == 0 {
         return Err("data.image_size must be > 0".into());
     }
-    if cfg.data.kind == "builtin" {
+    if cfg.data.kind == DataKind::Builtin {
         if cfg.data.image_size < 4 {
             return Err(format!("data.image_size {} is too small for the built-in dataset (at least 4)", cfg.data.image_size));
         }
         check_dataset_len(cfg, cfg.data.builtin_len, ranks).map_err(|e| format!("{e} (data.builtin_len)"))?;
     }
     if let Some(e) = &cfg.eval {
-        check_respacing(&e.sampling).map_err(|why| format!("eval.sampling `{}`: {why}", e.sampling))?;
         // The built-in feature network is trained on the built-in dataset's classes; on
         // other images its features mean nothing.
-        if e.extractor == "builtin" && cfg.data.kind != "builtin" {
+        if e.extractor == Extractor::Builtin && cfg.data.kind != DataKind::Builtin {
             return Err(format!(
                 "eval.extractor = \"builtin\" is trained on the built-in dataset; data.kind is `{}` (use \"inception\")",
                 cfg.data.kind

@@ -2,15 +2,19 @@
 //! its folder before step 0 (so the folder alone says how the run was made).
 //!
 //! It lives in its own crate, free of libtorch, because three crates share it: `train`
-//! runs it, `sweep` expands specs into it (and must not link libtorch), and the CLI
-//! builds ad-hoc ones from flags.
+//! runs it, `sweep` expands specs into it (and must not link libtorch), and [`adhoc`]
+//! builds the ones `ditbench train --model` names from its flags.
 
 use std::path::PathBuf;
 
-use ditbench_family::DiTConfig;
+use ditbench_family::{DiTConfig, ModelSize};
 use serde::{Deserialize, Serialize};
 
+pub mod adhoc;
 pub mod launch_checks;
+pub mod settings;
+
+pub use settings::{DataKind, Extractor, PrecisionSetting, SamplerKind, Sampling};
 
 /// Where the training images come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,7 +22,7 @@ pub mod launch_checks;
 pub struct DataConfig {
     /// "builtin" (the procedural dataset, no download), "imagefolder", or "latents" (a
     /// folder made by `ditbench latents extract`).
-    pub kind: String,
+    pub kind: DataKind,
     /// Folder for "imagefolder" and "latents".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
@@ -90,7 +94,7 @@ pub struct TrainConfig {
     pub sample_every: u64,
     /// Sampler steps for grids ("ddim25" keeps grids cheap; "250" is the paper's DDPM).
     #[serde(default = "default_grid_sampling")]
-    pub grid_sampling: String,
+    pub grid_sampling: Sampling,
     /// "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
     #[serde(default = "default_device")]
     pub device: String,
@@ -101,8 +105,8 @@ pub struct TrainConfig {
     /// "auto" (bf16 on CUDA, fp32 on CPU), "fp32" or "bf16": bf16 autocast runs matmuls
     /// and attention in bf16 while weights, optimizer, norms, softmax and the loss stay
     /// in fp32.
-    #[serde(default = "default_precision", skip_serializing_if = "is_auto")]
-    pub precision: String,
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub precision: PrecisionSetting,
     /// TF32 for the fp32 matmuls and convolutions left on CUDA (official train.py: on).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub tf32: bool,
@@ -115,11 +119,8 @@ pub struct TrainConfig {
     pub threads: usize,
 }
 
-fn default_precision() -> String {
-    "auto".into()
-}
-fn is_auto(s: &str) -> bool {
-    s == "auto"
+fn is_auto(p: &PrecisionSetting) -> bool {
+    *p == PrecisionSetting::Auto
 }
 fn is_true(b: &bool) -> bool {
     *b
@@ -136,8 +137,8 @@ fn default_log_every() -> u64 {
 fn default_keep() -> usize {
     2
 }
-fn default_grid_sampling() -> String {
-    "ddim25".into()
+fn default_grid_sampling() -> Sampling {
+    "ddim25".parse().expect("a valid sampling")
 }
 fn default_device() -> String {
     "auto".into()
@@ -173,14 +174,14 @@ pub struct EvalConfig {
     pub num_samples: usize,
     /// "builtin" (a small classifier trained on the run's real images; reported as
     /// `FD_<extractor>`) or "inception" (pytorch-fid Inception-v3; reported as `fid`).
-    #[serde(default = "default_extractor")]
-    pub extractor: String,
+    #[serde(default)]
+    pub extractor: Extractor,
     /// Real images for the reference statistics.
     #[serde(default = "default_reference_images")]
     pub reference_images: usize,
     /// Sampler and steps, as in respacing strings: "ddim25", "250" (the paper's DDPM).
     #[serde(default = "default_eval_sampling")]
-    pub sampling: String,
+    pub sampling: Sampling,
     /// Classifier-free guidance scale (1.0: none, the paper's Table 4 setting).
     #[serde(default = "default_cfg_scale")]
     pub cfg_scale: f64,
@@ -192,14 +193,11 @@ pub struct EvalConfig {
     pub bf16: bool,
 }
 
-fn default_extractor() -> String {
-    "builtin".into()
-}
 fn default_reference_images() -> usize {
     2000
 }
-fn default_eval_sampling() -> String {
-    "ddim25".into()
+fn default_eval_sampling() -> Sampling {
+    "ddim25".parse().expect("a valid sampling")
 }
 fn default_cfg_scale() -> f64 {
     1.0
@@ -352,7 +350,7 @@ impl RunConfig {
         in_range("data.image_size", self.data.image_size, 1, MAX_IMAGE_SIZE, " pixels")?;
         // builtin_len sizes the procedural dataset only; other kinds ignore it (configs of
         // latent runs carry 0), so only its upper bound applies to them.
-        let min_builtin = usize::from(self.data.kind == "builtin");
+        let min_builtin = usize::from(self.data.kind == DataKind::Builtin);
         in_range("data.builtin_len", self.data.builtin_len, min_builtin, MAX_IMAGES, " images")?;
         in_range("data.workers", self.data.workers, 0, MAX_THREADS, " (0: load on the training thread)")?;
         if let Some(p) = t.peak_tflops {
@@ -360,29 +358,23 @@ impl RunConfig {
                 return Err(format!("train.peak_tflops must be a positive TFLOP/s figure, got {p}"));
             }
         }
-        if !["auto", "fp32", "bf16"].contains(&t.precision.as_str()) {
-            return Err(format!("train.precision `{}`: valid values are auto, fp32, bf16", t.precision));
-        }
         let cuda_index = t.device.strip_prefix("cuda:").map(|i| i.parse::<usize>().is_ok());
         if !(matches!(t.device.as_str(), "auto" | "cpu" | "cuda") || cuda_index == Some(true)) {
             return Err(format!("train.device `{}`: valid values are auto, cpu, cuda, cuda:N", t.device));
         }
-        match self.data.kind.as_str() {
-            "builtin" => {}
-            "imagefolder" | "latents" if self.data.path.is_some() => {}
-            k @ ("imagefolder" | "latents") => return Err(format!("data.path is required for data.kind = \"{k}\"")),
-            k => return Err(format!("unknown data.kind `{k}`; valid: builtin, imagefolder, latents")),
+        if self.data.kind != DataKind::Builtin && self.data.path.is_none() {
+            return Err(format!("data.path is required for data.kind = \"{}\"", self.data.kind));
         }
-        if self.data.fail_on_bad_image && self.data.kind != "imagefolder" {
+        if self.data.fail_on_bad_image && self.data.kind != DataKind::ImageFolder {
             // Only an ImageFolder decodes image files while training: for latents the
             // images were checked at extraction (`latents extract --fail-on-bad-image`).
             return Err(format!(
                 "data.fail_on_bad_image applies to data.kind = \"imagefolder\" only, not \"{}\"{}",
                 self.data.kind,
-                if self.data.kind == "latents" { " (use `ditbench latents extract --fail-on-bad-image`)" } else { "" }
+                if self.data.kind == DataKind::Latents { " (use `ditbench latents extract --fail-on-bad-image`)" } else { "" }
             ));
         }
-        if self.data.kind == "latents" {
+        if self.data.kind == DataKind::Latents {
             // The latents' shape depends on the VAE that made them: checked against the
             // latents folder's header when the run opens it.
             if self.model.in_channels == 3 {
@@ -408,9 +400,6 @@ impl RunConfig {
                 return Err("eval.batch must be > 0".into());
             }
             in_range("eval.batch", e.batch, 1, MAX_BATCH, batch_why)?;
-            if !matches!(e.extractor.as_str(), "builtin" | "inception") {
-                return Err(format!("unknown eval.extractor `{}`; valid: builtin, inception", e.extractor));
-            }
             if e.cfg_scale.is_nan() || e.cfg_scale < 1.0 {
                 return Err(format!("eval.cfg_scale must be >= 1.0 (1.0: no guidance), got {}", e.cfg_scale));
             }
@@ -428,16 +417,26 @@ impl RunConfig {
         Self::from_toml(text.split(PROVENANCE_HEADER).next().unwrap_or(text))
     }
 
+    /// Reads a config file (every value parsed into its type here, once) and validates
+    /// it. A value the config's types refuse is named by its key and line.
+    ///
+    /// Config files written before `model.size` existed have none: this is the one
+    /// place it is filled in, from the name ditbench gave the model ("DiT-S/8 (d2 w32
+    /// h2)" → S), so that nothing downstream reads the name for it. A custom model keeps
+    /// none.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        let cfg: RunConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut cfg: RunConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        if cfg.model.size.is_none() {
+            cfg.model.size = ModelSize::from_name(&cfg.model.name);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Training FLOPs as the paper counts them: 3 × forward MACs × batch × steps
-    /// (PAPER.md), in FLOP units (× 2 per MAC).
+    /// (PAPER.md), in FLOP units (× 2 per MAC), not the paper's Figure 9 "Gflops".
     pub fn training_flops(&self) -> f64 {
-        3.0 * 2.0 * self.model.gflops() * 1e9 * self.train.batch_size as f64 * self.train.steps as f64
+        ditbench_common::flops::train(self.model.gflops(), self.train.batch_size as f64, self.train.steps as f64)
     }
 }
 
@@ -447,6 +446,9 @@ impl RunConfig {
 pub fn derive_run_id(cfg: &RunConfig) -> String {
     let mut c = cfg.clone();
     c.run_id = String::new();
+    // The size came after the ids (and the name already says it): hashing the config
+    // without it keeps every id the same, whether or not a config carries it.
+    c.model.size = None;
     let slug: String = c.model.name.chars().map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' }).collect();
     let mut slug = slug.trim_matches('-').to_string();
     while slug.contains("--") {
@@ -462,13 +464,36 @@ pub fn derive_run_id(cfg: &RunConfig) -> String {
     format!("{slug}-{:012x}", fnv1a64(c.to_toml().as_bytes()) >> 16)
 }
 
-/// A stable 64-bit FNV-1a hash (the std hasher may change between Rust versions, and
-/// run ids must not).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// The stable hash run ids are made of (kept here too, where run ids are defined, for
+/// callers that check an id).
+pub use ditbench_common::fnv1a64;
+
+/// A config file's parse error as `key (line N): problem` (`train.precision (line 27):
+/// unknown variant `fp16`, expected one of `auto`, `fp32`, `bf16``), else TOML's own.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().and_then(|span| Some((key_at(text, span.start)?, text[..span.start.min(text.len())].matches('\n').count() + 1)));
+    match at {
+        Some((key, line)) => format!("{key} (line {line}): {}", e.message()),
+        None => e.to_string(),
     }
-    h
+}
+
+/// The dotted key whose value holds `offset` in the TOML `text` (the innermost one).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    fn walk(t: &toml::de::DeTable<'_>, prefix: &str, offset: usize, best: &mut Option<(usize, String)>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() { k.get_ref().to_string() } else { format!("{prefix}.{}", k.get_ref()) };
+            let span = v.span();
+            if span.contains(&offset) && best.as_ref().is_none_or(|(len, _)| span.len() <= *len) {
+                *best = Some((span.len(), key.clone()));
+            }
+            if let toml::de::DeValue::Table(sub) = v.get_ref() {
+                walk(sub, &key, offset, best);
+            }
+        }
+    }
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut best = None;
+    walk(doc.get_ref(), "", offset, &mut best);
+    best.map(|(_, key)| key)
 }

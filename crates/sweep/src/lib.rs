@@ -1,11 +1,12 @@
 //! Sweeps over the DiT family: specs (TOML), expansion into resolved run configs with
 //! deterministic ids, planning (parameters, Gflops, training FLOPs, estimated hours),
-//! launchers (a local process pool; Slurm array jobs), and sweep state (status, resume,
-//! cancel).
+//! launching (the [`Launcher`] interface, a local process pool, Slurm array jobs), and
+//! sweep state (status, resume, cancel).
 //!
 //! A sweep never trains in-process: every run is its own `ditbench train --run ID`
 //! process, so a crash of one run cannot take the sweep down (DESIGN.md).
 
+pub mod launch;
 pub mod local;
 pub mod plan;
 pub mod slurm;
@@ -14,6 +15,7 @@ pub mod state;
 
 use thiserror::Error;
 
+pub use launch::{launch, LaunchReport, LaunchRequest, Launcher, LauncherKind, Outcome, Overrides};
 pub use plan::{plan, Plan, PlanRow};
 pub use spec::{PlannedRun, SweepSpec};
 pub use state::{register, Registration};
@@ -27,6 +29,8 @@ pub enum SweepError {
     Io { path: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] ditbench_track::Error),
+    #[error("opening the run store {path}")]
+    OpenStore { path: String, source: Box<ditbench_track::Error> },
     /// Refused: the request conflicts with what is recorded (nothing was changed).
     #[error("{0}")]
     Refused(String),

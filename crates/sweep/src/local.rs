@@ -3,29 +3,25 @@
 //! One run per GPU (through `CUDA_VISIBLE_DEVICES`) or N concurrent CPU runs. Each child
 //! gets its own process group, so a Ctrl-C at the terminal reaches the sweep only; the
 //! sweep then forwards SIGTERM to every child, which finishes its step, checkpoints,
-//! marks itself preempted and exits with [`EXIT_PREEMPTED`]. A child that crashes (a
+//! marks itself preempted and exits with [`exit::PREEMPTED`]. A child that crashes (a
 //! signal, an unexpected exit code) is marked failed by the launcher and relaunched up
 //! to `retries` times; it resumes from its last checkpoint. Nothing a child does can
 //! stop the sweep.
 
 use std::collections::VecDeque;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ditbench_common::exit;
 use ditbench_track::{Status, StatusChange, Store};
 
-use crate::spec::PlannedRun;
+use crate::launch::{Events, LaunchReport, Launcher, LauncherKind, Overrides, RunExit, RunSummary};
+use crate::spec::{LauncherSpec, PlannedRun};
 use crate::SweepError;
-
-/// Exit code of a run that stopped on a signal after checkpointing (EX_TEMPFAIL).
-pub const EXIT_PREEMPTED: i32 = 75;
-/// Exit code of a run that failed for a reason a retry cannot fix (non-finite loss).
-pub const EXIT_FAILED: i32 = 1;
-/// Exit code for bad input (config or flags).
-pub const EXIT_BAD_INPUT: i32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
@@ -44,32 +40,70 @@ pub struct LocalOptions {
     pub retries: u32,
 }
 
-/// How one process of a run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunExit {
-    Finished,
-    Preempted,
-    /// The run itself reported a failure (exit 1 or 2): a retry would fail the same way.
-    Failed(String),
-    /// Killed by a signal or an unexpected exit code: retried.
-    Crashed(String),
+impl LocalOptions {
+    /// The spec's `[launcher]` with the caller's overrides: runs at once default to
+    /// one per `--gpus` GPU, else 1; threads per CPU run to the spec's, else the cores
+    /// shared between the runs at once (0, libtorch's default, for GPU runs).
+    pub fn from_spec(l: &LauncherSpec, o: &Overrides, exe: &Path, store: &Path) -> Self {
+        // The GPUs of `--gpus`, else the spec's: either way one run per GPU by default
+        // and no CPU thread split.
+        let gpus = if o.gpus.is_empty() { l.gpus.clone() } else { o.gpus.clone() };
+        let max_parallel = o.max_parallel.or(l.max_parallel).unwrap_or(if gpus.is_empty() { 1 } else { gpus.len() });
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let threads = o.threads.unwrap_or(if l.threads_per_run > 0 {
+            l.threads_per_run
+        } else if gpus.is_empty() {
+            (cores / max_parallel.max(1)).max(1)
+        } else {
+            0
+        });
+        LocalOptions {
+            exe: exe.to_path_buf(),
+            store: store.to_path_buf(),
+            max_parallel,
+            gpus,
+            gpus_per_run: l.gpus_per_run,
+            threads_per_run: threads,
+            retries: l.retries,
+        }
+    }
 }
 
-/// What the launcher reports as it goes (the CLI prints it).
-pub trait Events {
-    fn started(&mut self, run: &PlannedRun, attempt: u32, slot: &str);
-    fn ended(&mut self, run: &PlannedRun, exit: &RunExit, will_retry: bool);
-    fn stopping(&mut self, active: usize);
+/// The local launcher: runs a sweep's runs with [`run_local`] and waits for them.
+#[derive(Debug)]
+pub struct LocalLauncher {
+    pub opts: LocalOptions,
+    /// Raised to stop: running runs checkpoint and exit as preempted, the rest are not
+    /// started.
+    pub stop: Arc<AtomicBool>,
+    /// Raise `stop` on SIGTERM, SIGINT and SIGUSR1, from the moment the runs start (a
+    /// second Ctrl-C does not kill them either).
+    pub catch_signals: bool,
 }
 
-/// The sweep's result.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct LocalSummary {
-    pub finished: Vec<String>,
-    pub preempted: Vec<String>,
-    pub failed: Vec<String>,
-    /// Not started because the sweep was stopped.
-    pub not_started: Vec<String>,
+impl LocalLauncher {
+    pub fn from_spec(l: &LauncherSpec, o: &Overrides, exe: &Path, store: &Path, catch_signals: bool) -> Self {
+        LocalLauncher { opts: LocalOptions::from_spec(l, o, exe, store), stop: Arc::new(AtomicBool::new(false)), catch_signals }
+    }
+}
+
+impl Launcher for LocalLauncher {
+    fn kind(&self) -> LauncherKind {
+        LauncherKind::Local
+    }
+
+    fn launch(&mut self, store: &Store, sweep: &str, runs: Vec<PlannedRun>, events: &mut dyn Events) -> Result<LaunchReport, SweepError> {
+        if self.catch_signals {
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGUSR1] {
+                signal_hook::flag::register(sig, Arc::clone(&self.stop))
+                    .map_err(|e| SweepError::Launcher(format!("could not catch signal {sig} to stop the runs gracefully: {e}")))?;
+            }
+        }
+        let _pid = LauncherPid::acquire(&self.opts.store, sweep)?;
+        let started = Instant::now();
+        let summary = run_local(store, runs, &self.opts, &self.stop, events)?;
+        Ok(LaunchReport::Ran { summary, stopped: self.stop.load(Ordering::SeqCst), seconds: started.elapsed().as_secs_f64() })
+    }
 }
 
 struct Active {
@@ -131,10 +165,10 @@ fn slot_gpus(opts: &LocalOptions, slot: usize) -> Option<&[u32]> {
 
 fn classify(status: ExitStatus) -> RunExit {
     match (status.code(), status.signal()) {
-        (Some(0), _) => RunExit::Finished,
-        (Some(EXIT_PREEMPTED), _) => RunExit::Preempted,
-        (Some(EXIT_FAILED), _) => RunExit::Failed("the run failed (see its log.txt)".into()),
-        (Some(EXIT_BAD_INPUT), _) => RunExit::Failed("the run refused its config (see its stdout.log)".into()),
+        (Some(exit::OK), _) => RunExit::Finished,
+        (Some(exit::PREEMPTED), _) => RunExit::Preempted,
+        (Some(exit::FAILED), _) => RunExit::Failed("the run failed (see its log.txt)".into()),
+        (Some(exit::BAD_INPUT), _) => RunExit::Failed("the run refused its config (see its stdout.log)".into()),
         (Some(c), _) => RunExit::Crashed(format!("exited with code {c}")),
         (None, Some(s)) => RunExit::Crashed(format!("killed by signal {s}")),
         (None, None) => RunExit::Crashed("ended without a status".into()),
@@ -156,7 +190,7 @@ pub fn run_local(
     opts: &LocalOptions,
     stop: &AtomicBool,
     events: &mut dyn Events,
-) -> Result<LocalSummary, SweepError> {
+) -> Result<RunSummary, SweepError> {
     check_gpus(&opts.gpus)?;
     let per_run = opts.gpus_per_run.max(1);
     if !opts.gpus.is_empty() && opts.gpus.len() < per_run {
@@ -174,7 +208,7 @@ pub fn run_local(
     runs.sort_by(|a, b| b.config.training_flops().total_cmp(&a.config.training_flops()));
     let mut queue: VecDeque<(PlannedRun, u32)> = runs.into_iter().map(|r| (r, 0)).collect();
     let mut active: Vec<Active> = vec![];
-    let mut summary = LocalSummary::default();
+    let mut summary = RunSummary::default();
     let mut stop_sent: Option<Instant> = None;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
@@ -259,17 +293,17 @@ pub struct LauncherPid {
     path: PathBuf,
 }
 
-fn launcher_pid_path(store: &std::path::Path, sweep: &str) -> PathBuf {
+fn launcher_pid_path(store: &Path, sweep: &str) -> PathBuf {
     store.join(sweep).join("launcher.pid")
 }
 
-fn live_launcher(path: &std::path::Path) -> Option<u32> {
+fn live_launcher(path: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 impl LauncherPid {
-    pub fn acquire(store: &std::path::Path, sweep: &str) -> Result<Self, SweepError> {
+    pub fn acquire(store: &Path, sweep: &str) -> Result<Self, SweepError> {
         let path = launcher_pid_path(store, sweep);
         if let Some(pid) = live_launcher(&path) {
             return Err(SweepError::Refused(format!(
@@ -290,11 +324,11 @@ impl Drop for LauncherPid {
 
 /// Asks the sweep's running local launcher (if any) to stop, and waits up to `timeout`
 /// for it to exit (its runs checkpoint first). Returns its pid when there was one.
-pub fn stop_launcher(store: &std::path::Path, sweep: &str, timeout: Duration) -> Option<u32> {
+pub fn stop_launcher(store: &Path, sweep: &str, timeout: Duration) -> Option<u32> {
     let pid = live_launcher(&launcher_pid_path(store, sweep))?;
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let t0 = Instant::now();
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed() < timeout {
+    while Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed() < timeout {
         std::thread::sleep(Duration::from_millis(200));
     }
     Some(pid)

@@ -63,8 +63,8 @@ fn measured(store: &Store) -> Result<Throughput, SweepError> {
             continue;
         }
         if let Some(g) = runs.get(&s.run_id) {
-            // Training FLOP/s = images/s × 3 × forward FLOPs per image.
-            let flops = s.last * 3.0 * 2.0 * g * 1e9;
+            // Training FLOP/s (not the paper's Gflops) = images/s × 3 × 2 × forward GMACs.
+            let flops = ditbench_common::flops::train_per_second(*g, s.last);
             t.by_run.insert(s.run_id.clone(), flops);
             all.push(flops);
         }

@@ -16,18 +16,50 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::local::EXIT_PREEMPTED;
-use crate::spec::{PlannedRun, SlurmSpec};
+use ditbench_common::exit;
+use ditbench_track::Store;
+
+pub use crate::launch::Submission;
+use crate::launch::{Events, LaunchReport, Launcher, LauncherKind, Overrides};
+use crate::spec::{LauncherSpec, PlannedRun, SlurmSpec};
 use crate::SweepError;
 
-/// One submitted array job.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Submission {
-    pub job_id: String,
-    /// Array index → run id.
-    pub runs: Vec<String>,
-    pub script: PathBuf,
-    pub submitted_at: f64,
+/// The Slurm launcher: submits a sweep's runs as one array job and returns.
+#[derive(Debug, Clone)]
+pub struct SlurmLauncher {
+    pub settings: SlurmSpec,
+    /// The `ditbench` executable the tasks run.
+    pub exe: PathBuf,
+    pub store: PathBuf,
+}
+
+impl SlurmLauncher {
+    /// The spec's `[launcher.slurm]` with `gpus_per_run` and the caller's partition,
+    /// account and time limit.
+    pub fn from_spec(l: &LauncherSpec, o: &Overrides, exe: &Path, store: &Path) -> Self {
+        let mut settings = l.slurm.clone();
+        settings.gpus_per_run = l.gpus_per_run;
+        if o.partition.is_some() {
+            settings.partition = o.partition.clone();
+        }
+        if o.account.is_some() {
+            settings.account = o.account.clone();
+        }
+        if let Some(t) = &o.time {
+            settings.time = t.clone();
+        }
+        SlurmLauncher { settings, exe: exe.to_path_buf(), store: store.to_path_buf() }
+    }
+}
+
+impl Launcher for SlurmLauncher {
+    fn kind(&self) -> LauncherKind {
+        LauncherKind::Slurm
+    }
+
+    fn launch(&mut self, _store: &Store, sweep: &str, runs: Vec<PlannedRun>, _events: &mut dyn Events) -> Result<LaunchReport, SweepError> {
+        submit(sweep, &runs, &self.exe, &self.store, &self.settings).map(LaunchReport::Submitted)
+    }
 }
 
 fn quote(s: &str) -> String {
@@ -92,9 +124,10 @@ pub fn script(sweep: &str, runs: &[PlannedRun], exe: &Path, store: &Path, s: &Sl
     let _ = writeln!(o, "echo \"ditbench: run $RUN exited with $RC\"");
     // This task only: the last task's SLURM_JOB_ID is the array's own id, and requeueing
     // that requeues (and interrupts) every task of the array.
+    let preempted = exit::PREEMPTED;
     let _ = writeln!(
         o,
-        "if [ $RC -eq {EXIT_PREEMPTED} ] && [ $TIME_LIMIT -eq 1 ]; then scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\" || true; fi"
+        "if [ $RC -eq {preempted} ] && [ $TIME_LIMIT -eq 1 ]; then scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\" || true; fi"
     );
     let _ = writeln!(o, "exit $RC");
     o

@@ -20,13 +20,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ditbench_common::SplitMix64;
 use ditbench_family::SIZES;
-use ditbench_family::DiTConfig;
-use ditbench_runconfig::{derive_run_id, launch_checks, AdamWConfigSerde, DataConfig, EvalConfig, RunConfig, TrainConfig};
+use ditbench_family::{DiTConfig, ModelSize};
+use ditbench_runconfig::{derive_run_id, launch_checks, AdamWConfigSerde, DataConfig, DataKind, EvalConfig, RunConfig, TrainConfig};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::{Table, Value};
 
+use crate::launch::LauncherKind;
 use crate::SweepError;
 
 /// Architecture of one size of a (possibly scaled-down) family.
@@ -102,9 +104,9 @@ fn default_grace() -> u32 {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LauncherSpec {
-    /// "local" or "slurm".
-    #[serde(default = "default_kind")]
-    pub kind: String,
+    /// `local` (default) or `slurm`; any other value is refused when the spec is read.
+    #[serde(default)]
+    pub kind: LauncherKind,
     /// Runs at once on the local launcher (default: one per GPU, else 1).
     pub max_parallel: Option<usize>,
     /// libtorch threads per CPU run (0: libtorch's default).
@@ -131,7 +133,7 @@ fn default_gpus_per_run() -> usize {
 impl Default for LauncherSpec {
     fn default() -> Self {
         Self {
-            kind: default_kind(),
+            kind: LauncherKind::default(),
             max_parallel: None,
             threads_per_run: 0,
             retries: default_retries(),
@@ -142,9 +144,6 @@ impl Default for LauncherSpec {
     }
 }
 
-fn default_kind() -> String {
-    "local".into()
-}
 fn default_retries() -> u32 {
     1
 }
@@ -197,9 +196,9 @@ pub struct PlannedRun {
 }
 
 impl PlannedRun {
-    /// The family size letter (S/B/L/XL) of the run.
-    pub fn size(&self) -> String {
-        self.config.model.name.trim_start_matches("DiT-").split('/').next().unwrap_or("").to_string()
+    /// The family size (S/B/L/XL) of the run (every run of a sweep has one).
+    pub fn size(&self) -> Option<ModelSize> {
+        self.config.model.size
     }
 
     /// The axis values, `size="S" patch=4`.
@@ -210,6 +209,10 @@ impl PlannedRun {
 
 /// Keys with a meaning of their own: the family member.
 const MODEL_AXES: [&str; 2] = ["size", "patch"];
+
+/// Keys of the run config that the axes `size` and `patch` set, not settable on their
+/// own (a `model.size` that disagreed with the member would mislabel the run).
+const SET_BY_MODEL_AXES: [&str; 1] = ["model.size"];
 
 /// The tables of `[base]`, in the order a run config has them.
 const BASE_SECTIONS: [&str; 4] = ["model", "data", "train", "eval"];
@@ -326,10 +329,6 @@ impl SweepSpec {
             if !SIZES.iter().any(|(s, ..)| s == size) {
                 return Err(self.err(&["family", size], format!("[family] size `{size}`; valid: S, B, L, XL")));
             }
-        }
-        match self.launcher.kind.as_str() {
-            "local" | "slurm" => {}
-            k => return Err(self.err(&["launcher", "kind"], format!("[launcher] kind `{k}`; valid: local, slurm"))),
         }
         Ok(())
     }
@@ -476,7 +475,7 @@ impl SweepSpec {
                 .collect();
         }
         if let Some(rnd) = &r.random {
-            let mut rng = SplitMix(rnd.seed ^ 0x5eed_5eed);
+            let mut rng = SplitMix64::new(rnd.seed ^ 0x5eed_5eed);
             let draws: Vec<Vec<(String, Value)>> = (0..rnd.samples)
                 .map(|_| rnd.axes.iter().map(|(k, d)| (k.clone(), d.draw(&mut rng))).collect())
                 .collect();
@@ -623,6 +622,7 @@ impl SweepSpec {
         let size_or_patch_line = if pick("size").is_some() { self.axis_line("size", None) } else { self.lines.of(&["base", "model", "size"]) };
         let mut model = DiTConfig::from_size(&size, patch, input_size, in_channels, num_classes)
             .map_err(|e| self.err_line(size_or_patch_line, format!("size \"{size}\", patch {patch}: {e}")))?;
+        // A scaled-down member keeps its size (`model.size`): only its shape and name change.
         if let Some(f) = r.family.get(&size) {
             model.depth = f.depth;
             model.hidden_size = f.hidden_size;
@@ -693,7 +693,10 @@ impl SweepSpec {
             }
             let o = origins.get(&key);
             let label = o.map_or_else(|| format!("[{path}] {k} = {v}"), |o| o.label.clone());
-            return Err(self.err_line(o.and_then(|o| o.line), format!("{label}: {}{}", ek.message(), type_gloss(ek.message()))));
+            return Err(self.err_line(
+                o.and_then(|o| o.line),
+                format!("{label}: {}{}{}", ek.message(), did_you_mean_listed(ek.message()), type_gloss(ek.message())),
+            ));
         }
         Err(self.err_line(self.lines.of(&["base", path.split('.').next().unwrap_or(path)]), format!("[base.{path}]: {}", e.message())))
     }
@@ -766,6 +769,18 @@ fn set_dotted(table: &mut Table, key: &str, value: Value) -> Result<(), String> 
 /// The field named by serde's "missing field `x`" error.
 fn missing_field(message: &str) -> Option<String> {
     Some(message.strip_prefix("missing field `")?.strip_suffix('`')?.to_string())
+}
+
+/// " (did you mean `x`?)" after serde's "unknown field `y`, expected one of `a`, `b`",
+/// which lists the real keys, or "unknown variant `y`, expected `a` or `b`", which lists
+/// the real values (`[launcher] kind`, `data.kind`, `train.precision`); else nothing.
+fn did_you_mean_listed(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `")) else {
+        return String::new();
+    };
+    let (word, expected) = rest.split_once('`').unwrap_or((rest, ""));
+    let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    did_you_mean(word, valid.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
 }
 
 /// The type serde expected, in words, after its own message.
@@ -859,7 +874,7 @@ impl Schema {
         for (s, fields) in &self.sections {
             for f in *fields {
                 let k = format!("{s}.{f}");
-                if self.fields(&k).is_none() {
+                if self.fields(&k).is_none() && !SET_BY_MODEL_AXES.contains(&k.as_str()) {
                     keys.push(k);
                 }
             }
@@ -869,6 +884,9 @@ impl Schema {
 
     /// `Ok` when `key` (dotted, from the config's root) is a key of the run config.
     fn check_key(&self, key: &str) -> Result<(), String> {
+        if SET_BY_MODEL_AXES.contains(&key) {
+            return Err(format!("`{key}` is set by the family member, chosen by the axes `size` and `patch`"));
+        }
         let parts: Vec<&str> = key.split('.').collect();
         let tops: Vec<&str> = BASE_SECTIONS.to_vec();
         if !tops.contains(&parts[0]) {
@@ -1038,14 +1056,7 @@ impl Lines {
             Some(p) => format!("{}: {msg}", p.join(".")),
             None => msg.clone(),
         };
-        // serde's "unknown field `x`, expected one of `a`, `b`" lists the real keys.
-        if let Some(rest) = msg.strip_prefix("unknown field `") {
-            let (word, expected) = rest.split_once('`').unwrap_or((rest, ""));
-            let valid: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-            if let Some(s) = did_you_mean(word, valid.iter().copied()) {
-                out.push_str(&format!(" (did you mean `{s}`?)"));
-            }
-        }
+        out.push_str(&did_you_mean_listed(&msg));
         out.push_str(type_gloss(&msg));
         out
     }
@@ -1068,8 +1079,8 @@ impl DataChecks {
             }
         }
         let Some(path) = &d.path else { return Ok(()) };
-        match d.kind.as_str() {
-            "imagefolder" => {
+        match d.kind {
+            DataKind::ImageFolder => {
                 let has_class = std::fs::read_dir(path).map_err(|e| {
                     format!("data.path `{}` cannot be read ({e}); data.kind = \"imagefolder\" wants a folder with one subfolder of images per class", path.display())
                 })?
@@ -1080,7 +1091,7 @@ impl DataChecks {
                 }
                 Ok(())
             }
-            "latents" => {
+            DataKind::Latents => {
                 let header = self
                     .latents
                     .entry(path.clone())
@@ -1091,7 +1102,7 @@ impl DataChecks {
                     .map_err(|e| format!("data.path `{}` {e}", path.display()))?;
                 launch_checks::check_dataset_len(cfg, header.count, ranks).map_err(|e| format!("data.path `{}`: {e}", path.display()))
             }
-            _ => Ok(()),
+            DataKind::Builtin => Ok(()),
         }
     }
 }
@@ -1100,27 +1111,13 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-/// SplitMix64: a tiny seeded generator so random sweeps expand the same everywhere.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 impl Distribution {
-    fn draw(&self, rng: &mut SplitMix) -> Value {
+    /// One draw from SplitMix64 (ditbench-common), so random sweeps expand the same
+    /// everywhere.
+    fn draw(&self, rng: &mut SplitMix64) -> Value {
         match self {
-            Distribution::Uniform([a, b]) => Value::Float(a + (b - a) * rng.unit()),
-            Distribution::LogUniform([a, b]) => Value::Float((a.ln() + (b.ln() - a.ln()) * rng.unit()).exp()),
+            Distribution::Uniform([a, b]) => Value::Float(a + (b - a) * rng.next_f64()),
+            Distribution::LogUniform([a, b]) => Value::Float((a.ln() + (b.ln() - a.ln()) * rng.next_f64()).exp()),
             Distribution::Choice(v) => v[(rng.next_u64() % v.len() as u64) as usize].clone(),
         }
     }

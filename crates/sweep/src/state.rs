@@ -52,16 +52,7 @@ pub fn register(store: &Store, spec: &SweepSpec, new_name: bool, git: (Option<St
     let mut new_runs = 0;
     for r in &runs {
         let c = &r.config;
-        let is_new = store.register_run(&RunSpec {
-            id: c.run_id.clone(),
-            sweep: c.sweep.clone(),
-            model: Some(c.model.name.split('/').next().unwrap_or(&c.model.name).to_string()),
-            patch: Some(c.model.patch_size),
-            n_params: Some(c.model.param_count() as i64),
-            gflops: Some(c.model.gflops()),
-            git_commit: git.0.clone(),
-            git_dirty: git.1,
-        })?;
+        let is_new = store.register_run(&RunSpec::from_config(c, git.0.clone(), git.1))?;
         if is_new || !store.run_dir(&c.sweep, &c.run_id).join("config.toml").exists() {
             store.write_config(&c.run_id, &c.to_toml())?;
             new_runs += usize::from(is_new);

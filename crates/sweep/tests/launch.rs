@@ -1,14 +1,18 @@
-//! The local launcher and sweep registration, with stand-in "trainers": small shell
+//! The launchers and sweep registration, with stand-in "trainers": small shell
 //! scripts that behave like `ditbench train --run ID` (finish, crash, get preempted),
-//! so the launcher's process handling is tested without libtorch. The real binary is
-//! exercised end to end in crates/cli/tests.
+//! so the launchers' process handling is tested without libtorch. The real binary is
+//! exercised end to end in the top-level tests/.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
-use ditbench_sweep::local::{run_local, Events, LocalOptions, RunExit};
-use ditbench_sweep::state::{self, Select};
-use ditbench_sweep::{register, PlannedRun, SweepSpec};
+use ditbench_common::exit;
+use ditbench_sweep::launch::{Events, RunExit, Submission};
+use ditbench_sweep::local::{run_local, LocalLauncher, LocalOptions};
+use ditbench_sweep::slurm::SlurmLauncher;
+use ditbench_sweep::state::{self, Registration, Select};
+use ditbench_sweep::{launch, register, LaunchReport, LaunchRequest, Launcher, LauncherKind, Outcome, Overrides, PlannedRun, SweepSpec};
 use ditbench_track::{Status, StatusChange, Store};
 
 const SPEC: &str = r#"
@@ -206,4 +210,182 @@ fn one_launcher_per_sweep_and_a_dead_ones_pid_file_is_taken_over() {
     std::fs::write(dir.path().join("s/launcher.pid"), pid.to_string()).unwrap();
     assert_eq!(stop_launcher(dir.path(), "s", std::time::Duration::from_secs(1)), None);
     let _again = LauncherPid::acquire(dir.path(), "s").unwrap();
+}
+
+/// Records in the store how the runs of a launch ended, as the real trainer does (the
+/// stand-ins do not write the registry).
+fn record(store: &Path, report: &Option<LaunchReport>) {
+    let Some(LaunchReport::Ran { summary, .. }) = report else { panic!("{report:?}") };
+    let store = Store::open(store).unwrap();
+    for (ids, status) in [(&summary.finished, Status::Finished), (&summary.failed, Status::Failed)] {
+        for id in ids {
+            store.set_status(id, &StatusChange::new(Status::Running)).unwrap();
+            store.set_status(id, &StatusChange::new(status)).unwrap();
+        }
+    }
+}
+
+/// A request for the sweep of `SPEC` written to `dir`, trained by `exe`, that leaves
+/// the test process's signals alone.
+fn request(dir: &Path, exe: PathBuf) -> LaunchRequest {
+    let spec = dir.join("launch.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    LaunchRequest {
+        spec,
+        launcher: None,
+        overrides: Overrides { max_parallel: Some(2), threads: Some(1), ..Default::default() },
+        select: Select::UNFINISHED,
+        resume: false,
+        new: false,
+        git: (None, None),
+        exe,
+        catch_signals: false,
+    }
+}
+
+/// `launch` registers the sweep, reports it, runs what is unfinished with the spec's
+/// launcher (local by default), and finds nothing to do the second time.
+#[test]
+fn launch_registers_runs_and_then_finds_nothing_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let req = request(dir.path(), trainer(dir.path(), "exit 0"));
+    #[derive(Default)]
+    struct Seen(Log, Vec<(String, usize, LauncherKind)>);
+    impl Events for Seen {
+        fn registered(&mut self, reg: &Registration, to_launch: usize, launcher: LauncherKind) {
+            self.1.push((reg.sweep.clone(), to_launch, launcher));
+        }
+        fn started(&mut self, run: &PlannedRun, attempt: u32, slot: &str) {
+            self.0.started(run, attempt, slot)
+        }
+        fn ended(&mut self, run: &PlannedRun, exit: &RunExit, will_retry: bool) {
+            self.0.ended(run, exit, will_retry)
+        }
+        fn stopping(&mut self, _active: usize) {}
+    }
+    let mut seen = Seen::default();
+    let out = launch(&store, &req, &mut seen).unwrap();
+    assert_eq!(seen.1, vec![("launch".to_string(), 4, LauncherKind::Local)]);
+    let Some(LaunchReport::Ran { summary, stopped: false, .. }) = &out.report else { panic!("{out:?}") };
+    assert_eq!((summary.finished.len(), summary.failed.len()), (4, 0), "{:?}", seen.0 .0);
+    assert_eq!(out.exit_code(), exit::OK);
+    assert!(!store.join("launch/launcher.pid").exists(), "the pid file goes with the launcher");
+    record(&store, &out.report);
+
+    let again = launch(&store, &req, &mut seen).unwrap();
+    assert_eq!((again.sweep.as_str(), &again.report), ("launch", &None));
+    assert_eq!(again.exit_code(), exit::OK);
+}
+
+#[test]
+fn a_failed_run_makes_the_launch_fail_and_a_resume_needs_a_registered_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut req = request(dir.path(), trainer(dir.path(), "if [[ $RUN == DiT-S-8* ]]; then exit 1; fi\nexit 0"));
+    req.resume = true;
+    let err = launch(&store, &req, &mut Log::default()).unwrap_err().to_string();
+    assert!(err.contains("sweep `launch` is not registered") && err.contains("ditbench sweep run"), "{err}");
+    req.resume = false;
+    let out = launch(&store, &req, &mut Log::default()).unwrap();
+    let Some(LaunchReport::Ran { summary, .. }) = &out.report else { panic!("{out:?}") };
+    assert_eq!((summary.finished.len(), summary.failed.len()), (3, 1));
+    assert_eq!(out.exit_code(), exit::FAILED);
+    record(&store, &out.report);
+    // Resume relaunches the failed run only.
+    req.resume = true;
+    let mut log = Log::default();
+    let out = launch(&store, &req, &mut log).unwrap();
+    assert_eq!(log.0.iter().filter(|(_, what, _)| what.starts_with("start")).count(), 1, "{:?}", log.0);
+    assert_eq!(out.exit_code(), exit::FAILED);
+}
+
+#[test]
+fn a_bad_gpu_or_a_missing_store_folder_is_refused_before_anything_is_registered() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut req = request(dir.path(), trainer(dir.path(), "exit 0"));
+    req.overrides.gpus = vec![7];
+    let err = launch(&store, &req, &mut Log::default()).unwrap_err().to_string();
+    assert!(err.contains("nvidia-smi") || err.contains("GPU index 7 does not exist"), "{err}");
+    assert!(!store.exists(), "nothing created");
+    // A file where the store should be: the error says what was being opened.
+    std::fs::write(&store, "").unwrap();
+    req.overrides.gpus.clear();
+    let err = launch(&store, &req, &mut Log::default()).unwrap_err();
+    assert!(err.to_string().starts_with(&format!("opening the run store {}", store.display())), "{err}");
+    assert!(std::error::Error::source(&err).is_some(), "the store's own error is the source");
+}
+
+/// The local launcher through the trait: a stop raised before it starts leaves every
+/// run not started, and the launch reports preempted (exit 75).
+#[test]
+fn a_stopped_local_launch_exits_as_preempted() {
+    let (_dir, store, runs, opts) = setup("exit 0");
+    let mut launcher = LocalLauncher { opts, stop: Arc::new(AtomicBool::new(true)), catch_signals: false };
+    assert_eq!(launcher.kind(), LauncherKind::Local);
+    let report = Launcher::launch(&mut launcher, &store, "launch", runs, &mut Log::default()).unwrap();
+    let LaunchReport::Ran { summary, stopped: true, .. } = &report else { panic!("{report:?}") };
+    assert_eq!((summary.not_started.len(), summary.finished.len()), (4, 0));
+    let out = Outcome { sweep: "launch".into(), report: Some(report) };
+    assert_eq!(out.exit_code(), exit::PREEMPTED);
+}
+
+/// Overrides from the command line win over the spec; each launcher takes its own.
+#[test]
+fn overrides_apply_over_the_spec() {
+    let text = format!(
+        "{SPEC}[launcher]\nkind = \"slurm\"\nmax_parallel = 3\nthreads_per_run = 2\ngpus = [0, 1]\nretries = 4\n[launcher.slurm]\npartition = \"a\"\ntime = \"01:00:00\"\n"
+    );
+    let spec = SweepSpec::parse(&text, Path::new("launch.toml")).unwrap();
+    assert_eq!(spec.launcher.kind, LauncherKind::Slurm);
+    let (exe, store) = (Path::new("/bin/ditbench"), Path::new("/store"));
+
+    let local = LocalOptions::from_spec(&spec.launcher, &Overrides::default(), exe, store);
+    assert_eq!((local.max_parallel, local.threads_per_run, local.gpus.clone(), local.retries), (3, 2, vec![0, 1], 4));
+    let o = Overrides { max_parallel: Some(1), gpus: vec![2], threads: Some(5), ..Default::default() };
+    let local = LocalOptions::from_spec(&spec.launcher, &o, exe, store);
+    assert_eq!((local.max_parallel, local.threads_per_run, local.gpus), (1, 5, vec![2]));
+    // Without a spec value: one run per --gpus GPU, else one; CPU runs share the cores.
+    let bare = SweepSpec::parse(SPEC, Path::new("launch.toml")).unwrap();
+    assert_eq!(bare.launcher.kind, LauncherKind::Local);
+    let o = Overrides { gpus: vec![0, 1, 2], ..Default::default() };
+    assert_eq!(LocalOptions::from_spec(&bare.launcher, &o, exe, store).max_parallel, 3);
+    let cpu = LocalOptions::from_spec(&bare.launcher, &Overrides::default(), exe, store);
+    assert_eq!(cpu.max_parallel, 1);
+    // GPUs named in the spec count as --gpus does: one run per GPU, no CPU thread split
+    // (this used to fall back to one run at a time with the cores split).
+    let gpus_in_spec = SweepSpec::parse(&format!("{SPEC}[launcher]\ngpus = [0, 1]\n"), Path::new("launch.toml")).unwrap();
+    let g = LocalOptions::from_spec(&gpus_in_spec.launcher, &Overrides::default(), exe, store);
+    assert_eq!((g.max_parallel, g.threads_per_run, g.gpus), (2, 0, vec![0, 1]));
+    assert_eq!(cpu.threads_per_run, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
+    let slurm = SlurmLauncher::from_spec(&spec.launcher, &Overrides::default(), exe, store);
+    assert_eq!(slurm.kind(), LauncherKind::Slurm);
+    assert_eq!((slurm.settings.partition.as_deref(), slurm.settings.time.as_str()), (Some("a"), "01:00:00"));
+    let o = Overrides { partition: Some("b".into()), account: Some("acct".into()), time: Some("02:00:00".into()), ..Default::default() };
+    let slurm = SlurmLauncher::from_spec(&spec.launcher, &o, exe, store);
+    let s = &slurm.settings;
+    assert_eq!((s.partition.as_deref(), s.account.as_deref(), s.time.as_str(), s.gpus_per_run), (Some("b"), Some("acct"), "02:00:00", 1));
+}
+
+/// The launcher kind is one list: the spec's `[launcher] kind`, `--launcher` and the
+/// error messages agree on it.
+#[test]
+fn launcher_kinds_parse_from_their_names_only() {
+    for k in LauncherKind::ALL {
+        assert_eq!(k.name().parse::<LauncherKind>(), Ok(k));
+        assert_eq!(k.to_string(), k.name());
+    }
+    assert_eq!("kubernetes".parse::<LauncherKind>().unwrap_err(), "`kubernetes`: valid launchers are local, slurm");
+    assert!("Local".parse::<LauncherKind>().is_err(), "names are lowercase");
+}
+
+/// A submission is recorded in jobs.json with the same keys as before the launcher
+/// interface (`sweep status` and scripts/slurm/test.sh read them).
+#[test]
+fn a_submission_keeps_its_recorded_shape() {
+    let sub = Submission { job_id: "12".into(), runs: vec!["a".into()], script: "/s/submit-000.sbatch".into(), submitted_at: 1.5 };
+    let json: serde_json::Value = serde_json::to_value(&sub).unwrap();
+    assert_eq!(json, serde_json::json!({"job_id": "12", "runs": ["a"], "script": "/s/submit-000.sbatch", "submitted_at": 1.5}));
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ditbench_family::PAPER_TABLE4;
+use ditbench_family::{ModelSize, PAPER_TABLE4};
 use ditbench_sweep::{plan, SweepSpec};
 
 fn repo() -> PathBuf {
@@ -45,9 +45,9 @@ fn table4_spec_expands_to_the_papers_twelve_models() {
         assert_eq!(run.config.train.batch_size, 256);
         assert_eq!(run.config.train.steps, 400_000);
         // Overrides per size: micro-batches for L and XL only.
-        let want = match entry.name.split('/').next().unwrap() {
-            "DiT-L" => Some(128),
-            "DiT-XL" => Some(64),
+        let want = match entry.size {
+            ModelSize::L => Some(128),
+            ModelSize::XL => Some(64),
             _ => None,
         };
         assert_eq!(run.config.train.micro_batch, want, "{}", entry.name);
@@ -84,7 +84,7 @@ fn grid_family_and_zip_expand_as_written() {
     );
     let runs = parse(&text).unwrap().expand().unwrap();
     assert_eq!(runs.len(), 2 * 2 * 2);
-    let b = runs.iter().find(|r| r.size() == "B" && r.config.model.patch_size == 2 && r.config.train.seed == 2).unwrap();
+    let b = runs.iter().find(|r| r.size() == Some(ModelSize::B) && r.config.model.patch_size == 2 && r.config.train.seed == 2).unwrap();
     assert_eq!((b.config.model.depth, b.config.model.hidden_size, b.config.model.num_heads), (2, 32, 4));
     assert_eq!(b.config.train.optimizer.lr, 2e-4, "zipped axes move together");
     assert_eq!(b.config.model.input_size, 8);
@@ -202,6 +202,15 @@ fn a_misspelled_key_is_named_with_the_key_it_is_close_to() {
     let text = format!("{SMALL}[launcher]\nmax_paralel = 2\n");
     let err = error_at(&text, line_of(&text, "max_paralel"));
     assert!(err.contains("[launcher] max_paralel") && err.contains("did you mean `max_parallel`?"), "{err}");
+
+    // A value out of a fixed list: the key, its line and the valid values.
+    let text = format!("{SMALL}[launcher]\nretries = 2\nkind = \"slurn\"\n");
+    let err = error_at(&text, line_of(&text, "kind = \"slurn\""));
+    assert!(err.contains("[launcher] kind") && err.contains("`slurn`") && err.contains("`local` or `slurm`"), "{err}");
+    assert!(err.contains("did you mean `slurm`?"), "{err}");
+    let text = format!("{SMALL}[launcher]\nkind = \"kubernetes\"\n");
+    let err = error_at(&text, line_of(&text, "kind = \"kubernetes\""));
+    assert!(err.contains("[launcher] kind") && err.contains("`local` or `slurm`") && !err.contains("did you mean"), "{err}");
 }
 
 #[test]
@@ -362,9 +371,14 @@ fn runs_a_launch_would_refuse_are_planned_as_refused_with_the_reason() {
     let text = SMALL.replace("steps = 10", "steps = 0");
     every(&text, "train.steps must be > 0");
     every(&text, &format!("[base.train] steps = 0 at test.toml:{}", line_of(&text, "steps = 0")));
-    // Sampler strings the grid or the evaluation could not parse (they failed at the end).
-    every(&SMALL.replace("seed = 0", "seed = 0\ngrid_sampling = \"ddim49\""), "no integer stride gives exactly 49");
-    every(&format!("{SMALL}[base.eval]\nnum_samples = 10\nsampling = \"fast\"\n"), "eval.sampling `fast`");
+    // Sampler strings the grid or the evaluation could not parse (they failed at the end)
+    // are values of the wrong kind: the spec is refused, naming the key and its line.
+    let text = SMALL.replace("seed = 0", "seed = 0\ngrid_sampling = \"ddim49\"");
+    let err = error_at(&text, line_of(&text, "grid_sampling"));
+    assert!(err.contains("[base.train] grid_sampling = \"ddim49\"") && err.contains("no integer stride gives exactly 49"), "{err}");
+    let text = format!("{SMALL}[base.eval]\nnum_samples = 10\nsampling = \"fast\"\n");
+    let err = error_at(&text, line_of(&text, "sampling = "));
+    assert!(err.contains("[base.eval] sampling = \"fast\"") && err.contains("`fast`") && err.contains("ddimN"), "{err}");
     // Ranks that do not divide the batch, and a built-in dataset smaller than a batch.
     every(&format!("{SMALL}[launcher]\ngpus_per_run = 3\n"), "not divisible by the 3 ranks");
     every(&SMALL.replace("image_size = 8", "image_size = 8\nbuiltin_len = 3"), "too small for train.batch_size 4");
@@ -413,6 +427,28 @@ fn sampler_strings_are_refused_exactly_where_the_reference_respacing_fails() {
         let ours = ditbench_runconfig::launch_checks::check_respacing(s);
         assert_eq!(ours.is_ok(), r["valid"].as_bool().unwrap(), "`{s}`: {ours:?} vs the reference's {r}");
     }
+}
+
+#[test]
+fn a_setting_outside_its_list_names_its_key_line_and_the_valid_values() {
+    let text = SMALL.replace("kind = \"builtin\"", "kind = \"imagefoldr\"");
+    let err = error_at(&text, line_of(&text, "imagefoldr"));
+    assert!(err.contains("[base.data] kind = \"imagefoldr\"") && err.contains("`builtin`, `imagefolder`, `latents`"), "{err}");
+    assert!(err.contains("did you mean `imagefolder`?"), "{err}");
+    let text = SMALL.replace("seed = 0", "seed = 0\nprecision = \"fp16\"");
+    let err = error_at(&text, line_of(&text, "fp16"));
+    assert!(err.contains("[base.train] precision = \"fp16\"") && err.contains("`auto`, `fp32`, `bf16`"), "{err}");
+    let text = format!("{SMALL}[base.eval]\nnum_samples = 10\nextractor = \"inceptoin\"\n");
+    let err = error_at(&text, line_of(&text, "inceptoin"));
+    assert!(err.contains("[base.eval] extractor = \"inceptoin\"") && err.contains("did you mean `inception`?"), "{err}");
+    // In an axis: the line of the value.
+    let text = format!("{SMALL}\"train.precision\" = [\n  \"fp32\",\n  \"bf61\",\n]\n");
+    let err = error_at(&text, line_of(&text, "\"bf61\""));
+    assert!(err.contains("[axes] \"train.precision\" value \"bf61\"") && err.contains("`auto`, `fp32`, `bf16`"), "{err}");
+    // The size is the family member's: set by the axis `size`, not on its own.
+    let text = format!("{SMALL}\"model.size\" = [\"XL\"]\n");
+    let err = error_at(&text, line_of(&text, "model.size"));
+    assert!(err.contains("`model.size` is set by the family member"), "{err}");
 }
 
 /// This crate's folder, read when the test runs: the shared build cache may hold a test

@@ -8,6 +8,8 @@
 //! - [`cuda_memory_stats`], [`reset_cuda_peak`], [`process_peak_rss_bytes`]: memory
 //!   metrics on CUDA and on the CPU.
 //! - [`fused_adamw`]: the fused AdamW kernel of `torch.optim.AdamW(fused=True)`.
+//! - [`pick_device`] / [`device_name`]: the device a `--device` string names (plain
+//!   tch, no bridge; here so training and sampling share it).
 //!
 //! The C++ side is `src/bridge.cpp`, compiled by `build.rs` against the headers of the
 //! libtorch that torch-sys links.
@@ -16,11 +18,13 @@
 #![allow(unsafe_code)]
 
 mod checkpoint;
+mod device;
 mod memory;
 mod optim;
 mod precision;
 
 pub use checkpoint::checkpoint;
+pub use device::{device_name, pick_device, DeviceError};
 pub use optim::{fused_adamw, AdamWTensors};
 pub use memory::{cuda_memory_stats, process_peak_rss_bytes, reset_cuda_peak, CudaMemory};
 pub use precision::{set_tf32, tf32_enabled, AutocastGuard};

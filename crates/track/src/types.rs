@@ -178,6 +178,25 @@ pub struct RunSpec {
     pub git_dirty: Option<bool>,
 }
 
+impl RunSpec {
+    /// The registry row of a resolved run config: one definition for the sweep (which
+    /// registers its runs as queued) and the trainer (which registers the run it
+    /// starts, idempotently).
+    pub fn from_config(cfg: &ditbench_runconfig::RunConfig, git_commit: Option<String>, git_dirty: Option<bool>) -> RunSpec {
+        RunSpec {
+            id: cfg.run_id.clone(),
+            sweep: cfg.sweep.clone(),
+            // "DiT-S" for any member of the family, scaled down or not; a custom model's name.
+            model: Some(cfg.model.size.map_or_else(|| cfg.model.name.clone(), |s| format!("DiT-{s}"))),
+            patch: Some(cfg.model.patch_size),
+            n_params: Some(cfg.model.param_count() as i64),
+            gflops: Some(cfg.model.gflops()),
+            git_commit,
+            git_dirty,
+        }
+    }
+}
+
 /// One row of the `runs` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {

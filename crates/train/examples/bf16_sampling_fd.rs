@@ -18,15 +18,15 @@ use common::cpu_name;
 use ditbench_data::Builtin;
 use ditbench_model::config::DiTConfig;
 use ditbench_track::Store;
-use ditbench_train::config::{AdamWConfigSerde, DataConfig, EvalConfig, RunConfig, TrainConfig};
+use ditbench_train::config::{AdamWConfigSerde, DataConfig, DataKind, EvalConfig, Extractor, PrecisionSetting, RunConfig, TrainConfig};
 use ditbench_train::evaluate::Evaluator;
-use ditbench_train::sample::{find_checkpoint, load_ema, Decoder};
+use ditbench_generate::{find_checkpoint, load_ema, pick_device, Decoder};
 use ditbench_train::{train, Provenance};
 
 fn main() -> anyhow::Result<()> {
     let steps: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
     let device_name = std::env::args().nth(2).unwrap_or_else(|| "cpu".into());
-    let device = ditbench_train::run::pick_device(&device_name)?;
+    let device = pick_device(&device_name)?;
     let tmp = tempfile::tempdir()?;
     let store = Store::open(tmp.path().join("store"))?;
     let mut model = DiTConfig::from_size("XL", 2, 16, 3, 10)?;
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         sweep: "bench".into(),
         model,
         data: DataConfig {
-            kind: "builtin".into(),
+            kind: DataKind::Builtin,
             path: None,
             image_size: 16,
             builtin_len: 4096,
@@ -59,10 +59,10 @@ fn main() -> anyhow::Result<()> {
             ckpt_every: 0,
             keep_last: 1,
             sample_every: 0,
-            grid_sampling: "ddim25".into(),
+            grid_sampling: "ddim25".parse().unwrap(),
             device: device_name.clone(),
             peak_tflops: None,
-            precision: "fp32".into(),
+            precision: PrecisionSetting::Fp32,
             tf32: true,
             activation_checkpointing: false,
             threads: 2,
@@ -98,9 +98,9 @@ fn cfg_eval() -> EvalConfig {
     EvalConfig {
         every: 0,
         num_samples: 1000,
-        extractor: "builtin".into(),
+        extractor: Extractor::Builtin,
         reference_images: 2000,
-        sampling: "ddim25".into(),
+        sampling: "ddim25".parse().unwrap(),
         cfg_scale: 1.0,
         batch: 250,
         bf16: false,

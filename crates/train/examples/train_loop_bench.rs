@@ -19,7 +19,7 @@ use ditbench_data::{Builtin, BUILTIN_CLASSES};
 use ditbench_eval::npz::SampleArchiveWriter;
 use ditbench_model::config::DiTConfig;
 use ditbench_track::Store;
-use ditbench_train::config::{AdamWConfigSerde, DataConfig, RunConfig, TrainConfig};
+use ditbench_train::config::{AdamWConfigSerde, DataConfig, DataKind, PrecisionSetting, RunConfig, TrainConfig};
 use ditbench_train::{train, Outcome, Progress, Provenance};
 
 /// Times the steps after the warm-up, as the progress callbacks see them.
@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         sweep: "bench".into(),
         model: model.clone(),
         data: DataConfig {
-            kind: "builtin".into(),
+            kind: DataKind::Builtin,
             path: None,
             image_size: image,
             builtin_len: DATASET_LEN,
@@ -98,10 +98,10 @@ fn main() -> anyhow::Result<()> {
             ckpt_every: 0,
             keep_last: 1,
             sample_every: 0,
-            grid_sampling: "ddim5".into(),
+            grid_sampling: "ddim5".parse().unwrap(),
             device: "cpu".into(),
             peak_tflops: None,
-            precision: "auto".into(),
+            precision: PrecisionSetting::Auto,
             tf32: true,
             activation_checkpointing: false,
             threads,

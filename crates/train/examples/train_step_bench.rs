@@ -1,6 +1,7 @@
-//! `just bench`: one DiT training step (forward, hybrid loss, backward, AdamW) on CPU,
-//! ditbench against PyTorch eager (scripts/bench/train_step_torch.py: the same model,
-//! batch and threads) in the same run. Rounds alternate between the two so that drift
+//! `just bench`: one DiT training step (forward, hybrid loss, backward, AdamW, EMA) on
+//! CPU: ditbench's `Trainer::step`, the step every run takes, against PyTorch eager
+//! (scripts/bench/train_step_torch.py: the same model, batch, threads and step, as the
+//! official train.py does it) in the same run. Rounds alternate between the two so that drift
 //! in the machine's load hits both; medians over all timed steps are compared.
 //!
 //! Environment: BENCH_MODEL (S/2), BENCH_BATCH (8), BENCH_INPUT (32), BENCH_THREADS (2),
@@ -12,9 +13,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{cpu_name, env_or, median, repo_root};
-use ditbench_diffusion::GaussianDiffusion;
-use ditbench_model::{config::DiTConfig, Model};
-use ditbench_train::{train_step, AdamW, AdamWConfig};
+use ditbench_c10d::Ranks;
+use ditbench_model::config::DiTConfig;
+use ditbench_train::{TrainConfig, Trainer};
 use tch::{Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {
@@ -30,9 +31,11 @@ fn main() -> anyhow::Result<()> {
 
     let (size, patch) = model_name.split_once('/').ok_or_else(|| anyhow::anyhow!("BENCH_MODEL like S/2"))?;
     let cfg = DiTConfig::from_size(size, patch.parse()?, input, 4, 1000)?;
-    let model = Model::new(&cfg, Device::Cpu)?;
-    let diffusion = GaussianDiffusion::dit("")?;
-    let mut opt = AdamW::for_model(&model.vs, AdamWConfig::default(), false);
+    // The official recipe (AdamW lr 1e-4, EMA 0.9999, fp32, no clipping); no log step
+    // falls in the timed steps (a log step adds a gradient-norm pass the baseline lacks).
+    let recipe: TrainConfig =
+        toml::from_str(&format!("steps = 1000000000\nbatch_size = {batch}\nseed = 0\nlog_every = 1000000000"))?;
+    let mut trainer = Trainer::new(&cfg, &recipe, Device::Cpu, Ranks::default(), false)?;
     let x = Tensor::randn([batch, 4, input, input], (Kind::Float, Device::Cpu));
     let y = Tensor::randint(1000, [batch], (Kind::Int64, Device::Cpu));
 
@@ -43,10 +46,12 @@ fn main() -> anyhow::Result<()> {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     let mut torch_version = String::new();
+    let mut step = 0u64;
     for round in 0..rounds {
         for i in 0..warmup + steps {
             let t0 = Instant::now();
-            let stats = train_step(&model.dit, &diffusion, &mut opt, &x, &y, 1e-4)?;
+            let stats = trainer.step(&x, &y, step)?;
+            step += 1;
             let dt = t0.elapsed().as_secs_f64();
             anyhow::ensure!(stats.loss.is_finite(), "non-finite loss");
             if i >= warmup {

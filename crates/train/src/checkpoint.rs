@@ -26,16 +26,9 @@ pub const META_CURSOR: &str = "ditbench.data_cursor";
 pub const META_SEED: &str = "ditbench.seed";
 pub const META_BAD_IMAGES: &str = "ditbench.bad_images";
 
-/// A deterministic per-step seed (SplitMix64 of the run seed and the step), so that a
-/// resumed run draws the same timesteps, noise and label dropout as an uninterrupted
-/// one without saving generator states.
-pub fn step_seed(seed: u64, step: u64) -> i64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 1) as i64
-}
+pub use ditbench_common::step_seed;
+/// Where checkpoints live and how they are listed (shared with sampling).
+pub use ditbench_model::checkpoint::{checkpoint_path, list_checkpoints};
 
 /// What a checkpoint restores besides tensors.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,27 +42,6 @@ pub struct Resume {
     /// the same images are met again in later epochs and must not count twice. Sorted;
     /// absent (empty) in checkpoints older than it.
     pub bad_images: Vec<String>,
-}
-
-/// `checkpoints/0001000.safetensors` for step 1000.
-pub fn checkpoint_path(dir: &Path, step: u64) -> PathBuf {
-    dir.join(format!("{step:07}.safetensors"))
-}
-
-/// Checkpoints in `dir`, oldest first (by step parsed from the name; stray files and
-/// temporaries are ignored).
-pub fn list_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut out: Vec<(u64, PathBuf)> = rd
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let step = name.strip_suffix(".safetensors")?.parse().ok()?;
-            Some((step, e.path()))
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 fn err(path: &Path, problem: impl Into<String>) -> ModelError {
@@ -174,4 +146,25 @@ pub fn load(path: &Path, model: &Model, ema: &mut Ema, opt: &mut AdamW) -> Resul
     });
     opt.step = opt_step;
     Ok(resume)
+}
+
+#[cfg(test)]
+mod step_seed_tests {
+    use super::step_seed;
+
+    #[test]
+    fn step_seeds_are_the_ones_every_earlier_run_used() {
+        // Computed with the inline SplitMix64 finaliser step_seed had before it moved
+        // to ditbench-common: resumed runs must draw the same timesteps and noise.
+        let pinned: [(u64, u64, i64); 5] = [
+            (0, 0, 0),
+            (0, 1, 8_147_104_208_329_303_767),
+            (42, 7, 3_014_766_623_760_242_597),
+            (0xDA7A, 1000, 3_523_142_519_698_799_249),
+            (42 ^ 0xE7A1_5EED, u64::MAX, 7_118_626_161_784_225_701),
+        ];
+        for (seed, step, want) in pinned {
+            assert_eq!(step_seed(seed, step), want, "seed {seed}, step {step}");
+        }
+    }
 }

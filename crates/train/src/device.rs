@@ -1,9 +1,8 @@
 //! What the device can do: the compute precision a run uses, the datasheet peak that
 //! MFU is measured against, and memory counters for the metrics.
 
+use ditbench_runconfig::PrecisionSetting;
 use tch::{Device, Kind};
-
-use crate::TrainError;
 
 /// The compute precision of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,13 +15,12 @@ pub enum Precision {
 impl Precision {
     /// `train.precision` on `device`: "auto" is bf16 on CUDA and fp32 on the CPU (where
     /// bf16 matmuls are slower than fp32 on most processors).
-    pub fn resolve(setting: &str, device: Device) -> Result<Precision, TrainError> {
+    pub fn resolve(setting: PrecisionSetting, device: Device) -> Precision {
         match setting {
-            "fp32" => Ok(Precision::Fp32),
-            "bf16" => Ok(Precision::Bf16),
-            "auto" if device.is_cuda() => Ok(Precision::Bf16),
-            "auto" => Ok(Precision::Fp32),
-            other => Err(TrainError::Config(format!("train.precision `{other}`: valid values are auto, fp32, bf16"))),
+            PrecisionSetting::Fp32 => Precision::Fp32,
+            PrecisionSetting::Bf16 => Precision::Bf16,
+            PrecisionSetting::Auto if device.is_cuda() => Precision::Bf16,
+            PrecisionSetting::Auto => Precision::Fp32,
         }
     }
 
@@ -128,9 +126,10 @@ mod tests {
 
     #[test]
     fn auto_precision_is_bf16_only_on_cuda() {
-        assert_eq!(Precision::resolve("auto", Device::Cpu).unwrap(), Precision::Fp32);
-        assert_eq!(Precision::resolve("auto", Device::Cuda(0)).unwrap(), Precision::Bf16);
-        assert_eq!(Precision::resolve("bf16", Device::Cpu).unwrap(), Precision::Bf16);
-        assert!(Precision::resolve("fp16", Device::Cpu).is_err());
+        assert_eq!(Precision::resolve(PrecisionSetting::Auto, Device::Cpu), Precision::Fp32);
+        assert_eq!(Precision::resolve(PrecisionSetting::Auto, Device::Cuda(0)), Precision::Bf16);
+        assert_eq!(Precision::resolve(PrecisionSetting::Bf16, Device::Cpu), Precision::Bf16);
+        // Anything else is refused where the config is read.
+        assert!("fp16".parse::<PrecisionSetting>().is_err());
     }
 }

@@ -7,16 +7,14 @@
 //! stored as `FD_<extractor name>`, never as FID.
 
 use ditbench_data::Dataset;
-use ditbench_diffusion::{GaussianDiffusion, Sampler as Reverse};
-
-use crate::sample::{balanced_labels, sample_batch, sampler_for, Decoder};
+use ditbench_generate::{balanced_labels, process_for, sample_batch, Decoder};
 use ditbench_eval::extractor::{BuiltinExtractor, ExtractorOptions};
 use ditbench_eval::frechet::frechet_distance;
 use ditbench_eval::inception::InceptionFid;
 use ditbench_eval::stats::{FeatureStats, StatsAccumulator};
 use ditbench_eval::FeatureExtractor;
 use ditbench_model::{CfgMode, Model};
-use ditbench_runconfig::{EvalConfig, RunConfig};
+use ditbench_runconfig::{DataKind, EvalConfig, Extractor, RunConfig};
 use ditbench_torchext::AutocastGuard;
 use tch::{Device, Kind, Tensor};
 
@@ -61,13 +59,13 @@ impl Evaluator {
     /// `dataset` (pixels: a latent run passes the images its latents came from).
     pub fn new(cfg: &RunConfig, dataset: &dyn Dataset, device: Device, log: &mut dyn FnMut(&str)) -> Result<Self, TrainError> {
         let e = cfg.eval.clone().ok_or_else(|| TrainError::Config("no [eval] section".into()))?;
-        let extractor: Box<dyn FeatureExtractor> = match e.extractor.as_str() {
-            "inception" => {
+        let extractor: Box<dyn FeatureExtractor> = match e.extractor {
+            Extractor::Inception => {
                 let path = ditbench_eval::inception::default_weights_path();
                 Box::new(InceptionFid::load(&path, device).map_err(eval_err)?)
             }
-            "builtin" => {
-                if cfg.data.kind != "builtin" {
+            Extractor::Builtin => {
+                if cfg.data.kind != DataKind::Builtin {
                     return Err(TrainError::Config(format!(
                         "eval.extractor = \"builtin\" is trained on the built-in dataset; data.kind is `{}` (use \"inception\")",
                         cfg.data.kind
@@ -85,9 +83,8 @@ impl Evaluator {
                 ));
                 Box::new(x.to_device(device).map_err(eval_err)?)
             }
-            other => return Err(TrainError::Config(format!("unknown eval.extractor `{other}`; valid: builtin, inception"))),
         };
-        let metric = if e.extractor == "inception" { "fid".to_string() } else { format!("FD_{}", extractor.name()) };
+        let metric = if e.extractor == Extractor::Inception { "fid".to_string() } else { format!("FD_{}", extractor.name()) };
         let n = e.reference_images.min(dataset.len());
         if n < 2 {
             return Err(TrainError::Config(format!("eval needs at least 2 real images; the dataset has {}", dataset.len())));
@@ -121,8 +118,7 @@ impl Evaluator {
         let t0 = std::time::Instant::now();
         let e = &self.cfg;
         let mc = &run.model;
-        let diffusion = GaussianDiffusion::dit(&e.sampling)?;
-        let sampler = sampler_for(&e.sampling);
+        let (diffusion, sampler) = process_for(&e.sampling)?;
         let mut acc = StatsAccumulator::new(self.extractor.dim());
         // Sampling draws from libtorch's global generator: reseed for fixed noise, and
         // the training step reseeds itself from (seed, step) afterwards.
@@ -148,11 +144,7 @@ impl Evaluator {
             value,
             num_samples: e.num_samples,
             extractor: self.extractor.name().to_string(),
-            sampler: format!(
-                "{}{}",
-                if matches!(sampler, Reverse::Ddpm) { "ddpm" } else { "ddim" },
-                if e.bf16 { "+bf16" } else { "" }
-            ),
+            sampler: format!("{}{}", e.sampling.sampler(), if e.bf16 { "+bf16" } else { "" }),
             sampling_steps: diffusion.num_timesteps() as i64,
             cfg_scale: e.cfg_scale,
             seconds: t0.elapsed().as_secs_f64(),

@@ -1,10 +1,10 @@
 //! Exact resume: 2N steps in one go and N steps + checkpoint + fresh process state +
 //! N steps give bit-identical model, EMA and optimizer moments on CPU.
 
-use ditbench_diffusion::GaussianDiffusion;
+use ditbench_c10d::Ranks;
 use ditbench_model::{DiTConfig, Model};
 use ditbench_train::checkpoint::{self, Resume};
-use ditbench_train::{step_seed, train_step, AdamW, AdamWConfig, Ema};
+use ditbench_train::{step_seed, AdamW, AdamWConfig, Ema, TrainConfig, Trainer};
 use tch::{Device, Kind, Tensor};
 
 const SEED: u64 = 1234;
@@ -16,21 +16,22 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct Run {
-    model: Model,
-    ema: Ema,
-    opt: AdamW,
+type Run = Trainer;
+
+/// The recipe of these tests: a small learning rate schedule that moves the weights,
+/// EMA decay 0.9 (so the EMA moves visibly), decay on matrices only.
+fn recipe() -> TrainConfig {
+    toml::from_str(&format!(
+        "steps = 10\nbatch_size = 4\nseed = {SEED}\nema_decay = 0.9\ndecay_matrices_only = true\nlog_every = 5\n\
+         [optimizer]\nlr = 1e-3\nbeta1 = 0.9\nbeta2 = 0.999\neps = 1e-8\nweight_decay = 0.0"
+    ))
+    .unwrap()
 }
 
 fn fresh() -> Run {
-    tch::manual_seed(7);
-    let cfg = DiTConfig::from_size("S", 4, 8, 4, 10).unwrap();
-    let mut cfg = cfg;
+    let mut cfg = DiTConfig::from_size("S", 4, 8, 4, 10).unwrap();
     cfg.depth = 2; // small and fast; the mechanism is what is tested
-    let model = Model::new(&cfg, Device::Cpu).unwrap();
-    let ema = Ema::new(&model, 0.9).unwrap();
-    let opt = AdamW::for_model(&model.vs, AdamWConfig { lr: 1e-3, ..Default::default() }, true);
-    Run { model, ema, opt }
+    Trainer::new(&cfg, &recipe(), Device::Cpu, Ranks::default(), false).unwrap()
 }
 
 /// The batch of step k is a pure function of (seed, k), standing in for the loader.
@@ -39,13 +40,12 @@ fn batch(k: u64) -> (Tensor, Tensor) {
     (Tensor::randn([4, 4, 8, 8], (Kind::Float, Device::Cpu)), Tensor::randint(10, [4], (Kind::Int64, Device::Cpu)))
 }
 
+/// The real training step (the one every run takes), for steps `range`.
 fn steps(run: &mut Run, range: std::ops::Range<u64>) {
-    let diffusion = GaussianDiffusion::dit("").unwrap();
     for k in range {
         let (x, y) = batch(k);
-        tch::manual_seed(step_seed(SEED, k));
-        train_step(&run.model.dit, &diffusion, &mut run.opt, &x, &y, 1e-3).unwrap();
-        run.ema.update(&run.model);
+        let stats = run.step(&x, &y, k).unwrap();
+        assert!(stats.loss.is_finite());
     }
 }
 
@@ -83,9 +83,11 @@ fn resume_is_bit_identical() {
     let path = checkpoint::save(&dir, &first.model, &first.ema, &first.opt, &resume, 2).unwrap();
     drop(first);
 
-    // A new "process": different initial weights, then restore.
-    tch::manual_seed(99);
+    // A new "process": a fresh trainer whose weights, EMA and moments are moved off
+    // the checkpoint's by a step on other data, then restore.
     let mut second = fresh();
+    let (x, y) = batch(1_000);
+    second.step(&x, &y, 1_000).unwrap();
     let restored = checkpoint::load(&path, &second.model, &mut second.ema, &mut second.opt).unwrap();
     assert_eq!(restored, resume);
     steps(&mut second, restored.step..2 * n);

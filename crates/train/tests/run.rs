@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use ditbench_model::DiTConfig;
 use ditbench_track::{read_run, Status, Store};
-use ditbench_train::config::{AdamWConfigSerde, DataConfig, RunConfig, TrainConfig};
+use ditbench_train::config::{AdamWConfigSerde, DataConfig, DataKind, PrecisionSetting, RunConfig, TrainConfig};
 use ditbench_train::{train, Outcome, Progress, Provenance};
 
 /// libtorch's generator and thread count are process-wide: tests that train must not
@@ -32,7 +32,7 @@ fn config(steps: u64) -> RunConfig {
         run_id: "tiny-run".into(),
         sweep: "tests".into(),
         model,
-        data: DataConfig { kind: "builtin".into(), path: None, image_size: 8, builtin_len: 64, workers: 1, random_flip: true, vae: None, fail_on_bad_image: false },
+        data: DataConfig { kind: DataKind::Builtin, path: None, image_size: 8, builtin_len: 64, workers: 1, random_flip: true, vae: None, fail_on_bad_image: false },
         train: TrainConfig {
             steps,
             batch_size: 8,
@@ -47,10 +47,10 @@ fn config(steps: u64) -> RunConfig {
             ckpt_every: 3,
             keep_last: 2,
             sample_every: 0,
-            grid_sampling: "ddim5".into(),
+            grid_sampling: "ddim5".parse().unwrap(),
             device: "cpu".into(),
             peak_tflops: None,
-            precision: "auto".into(),
+            precision: PrecisionSetting::Auto,
             tf32: true,
             activation_checkpointing: false,
             threads: 1,
@@ -168,14 +168,13 @@ fn bad_configs_are_refused_before_anything_is_recorded() {
     let e = train(&st, &cfg, &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap_err().to_string();
     assert!(e.contains("micro_batch 3 must divide train.batch_size 8"), "{e}");
     assert!(st.run("tiny-run").is_err(), "nothing registered");
-    let mut cfg = config(4);
-    cfg.data.kind = "imagenet".into();
-    let e = train(&st, &cfg, &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap_err().to_string();
-    assert!(e.contains("unknown data.kind `imagenet`; valid: builtin, imagefolder"), "{e}");
-    let mut cfg = config(4);
-    cfg.train.precision = "fp16".into();
-    let e = train(&st, &cfg, &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap_err().to_string();
-    assert!(e.contains("train.precision `fp16`: valid values are auto, fp32, bf16"), "{e}");
+    // A data.kind or precision outside its list makes no config: reading one refuses it,
+    // naming the key and the valid values.
+    let text = config(4).to_toml();
+    let e = RunConfig::from_toml(&text.replace("kind = \"builtin\"", "kind = \"imagenet\"")).unwrap_err();
+    assert!(e.contains("data.kind") && e.contains("unknown variant `imagenet`, expected one of `builtin`, `imagefolder`"), "{e}");
+    let e = RunConfig::from_toml(&text.replace("[train]\n", "[train]\nprecision = \"fp16\"\n")).unwrap_err();
+    assert!(e.contains("train.precision") && e.contains("`fp16`, expected one of `auto`, `fp32`, `bf16`"), "{e}");
     let mut cfg = config(4);
     cfg.train.peak_tflops = Some(0.0);
     let e = train(&st, &cfg, &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap_err().to_string();
@@ -214,7 +213,7 @@ fn bf16_autocast_tracks_the_fp32_loss() {
     for precision in ["fp32", "bf16"] {
         let (st, dir) = store(&format!("prec-{precision}"));
         let mut cfg = config(12);
-        cfg.train.precision = precision.into();
+        cfg.train.precision = precision.parse().unwrap();
         cfg.train.log_every = 1;
         train(&st, &cfg, &AtomicBool::new(false), &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap();
         let data = read_run(&dir.join("tests/tiny-run")).unwrap();
@@ -275,7 +274,7 @@ fn folder_with_bad_images(tag: &str) -> PathBuf {
 fn folder_config(root: &std::path::Path, steps: u64) -> RunConfig {
     let mut cfg = config(steps);
     cfg.model.num_classes = 2;
-    cfg.data.kind = "imagefolder".into();
+    cfg.data.kind = DataKind::ImageFolder;
     cfg.data.path = Some(root.to_path_buf());
     cfg.train.batch_size = 4;
     cfg.train.micro_batch = None;

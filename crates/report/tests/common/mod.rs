@@ -135,9 +135,7 @@ pub fn paper_runs() -> Vec<RunPlan> {
     PAPER_TABLE4
         .iter()
         .map(|e| {
-            let (size, patch) = e.name.split_once('/').unwrap();
-            let patch: i64 = patch.parse().unwrap();
-            let mut r = RunPlan::new(&e.name.replace('/', "-"), size, patch, e.gflops);
+            let mut r = RunPlan::new(&e.name.replace('/', "-"), &format!("DiT-{}", e.size), e.patch, e.gflops);
             r.n_params = e.params as i64;
             r.full_model = Some(e.name.to_string());
             for step in [50_000i64, 100_000, 200_000, 300_000, 400_000] {

@@ -10,7 +10,7 @@ use ditbench_data::{
 use ditbench_model::vae::Vae;
 use tch::{Device, Kind, Tensor};
 
-use crate::TrainError;
+use crate::Error;
 
 /// What to encode, with what, where.
 #[derive(Debug, Clone)]
@@ -33,9 +33,9 @@ pub struct ExtractOptions {
 
 /// Encodes `opts.data` into `opts.out`, continuing an unfinished extraction there.
 /// `progress(images_done, images_total)` is called after every batch.
-pub fn extract_latents(opts: &ExtractOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<LatentsHeader, TrainError> {
+pub fn extract_latents(opts: &ExtractOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<LatentsHeader, Error> {
     if opts.batch == 0 {
-        return Err(TrainError::Config("--batch must be positive".into()));
+        return Err(Error::Config("--batch must be positive".into()));
     }
     let folder = ImageFolder::open(
         &opts.data,
@@ -45,7 +45,7 @@ pub fn extract_latents(opts: &ExtractOptions, progress: &mut dyn FnMut(usize, us
     let vc = vae.config().clone();
     let factor = vc.downsample_factor() as usize;
     if opts.image_size % factor != 0 {
-        return Err(TrainError::Config(format!(
+        return Err(Error::Config(format!(
             "--image-size {} is not a multiple of the VAE's downsampling factor {factor}",
             opts.image_size
         )));
@@ -128,9 +128,9 @@ fn load_batch(folder: &ImageFolder, range: std::ops::Range<usize>, workers: usiz
 
 /// The pixel-space source of a latents folder, for what needs real images (the
 /// evaluation's reference statistics): the ImageFolder it was extracted from.
-pub fn source_images(header: &LatentsHeader) -> Result<ImageFolder, TrainError> {
+pub fn source_images(header: &LatentsHeader) -> Result<ImageFolder, Error> {
     if !header.source.is_dir() {
-        return Err(TrainError::Config(format!(
+        return Err(Error::Config(format!(
             "the latents were extracted from {}, which is not there any more; evaluation needs those real images",
             header.source.display()
         )));
@@ -140,9 +140,9 @@ pub fn source_images(header: &LatentsHeader) -> Result<ImageFolder, TrainError> 
 
 /// The VAE that decodes a latent run's samples: `data.vae` when given, else the one
 /// recorded in the latents header.
-pub fn vae_for(configured: Option<&Path>, header: Option<&LatentsHeader>, device: Device) -> Result<Vae, TrainError> {
+pub fn vae_for(configured: Option<&Path>, header: Option<&LatentsHeader>, device: Device) -> Result<Vae, Error> {
     let path = configured.map(Path::to_path_buf).or_else(|| header.map(|h| h.vae.clone())).ok_or_else(|| {
-        TrainError::Config("a latent model's samples need the VAE to decode them: set data.vae (a diffusers VAE folder)".into())
+        Error::Config("a latent model's samples need the VAE to decode them: set data.vae (a diffusers VAE folder)".into())
     })?;
     Ok(Vae::load(&path, device)?)
 }

@@ -1,12 +1,11 @@
 //! `./just`, the README's entry point on a machine without `just`: it passes its
 //! arguments on to a `just` found on PATH, and installs one into the cache when none is.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+use common::repo_root;
 
 /// PATH without any folder that holds a `just`, so the script cannot find one.
 fn path_without_just() -> String {

@@ -2,13 +2,11 @@
 //! environment (RUNPATH), keeps libtorch_cuda linked (LIBTORCH.md pitfalls 1 and 2), and
 //! its commands print what the paper's Table 4 says.
 
+mod common;
+
 use std::process::Command;
 
-fn ditbench() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ditbench"));
-    c.env_remove("LD_LIBRARY_PATH").env_remove("DITBENCH_STORE");
-    c
-}
+use common::{ditbench, repo_root, walk};
 
 fn readelf_dynamic() -> String {
     let out = Command::new("readelf")
@@ -128,8 +126,7 @@ fn latents_extract_then_train_on_them() {
             img.save(images.join(class).join(format!("{i}.png"))).unwrap();
         }
     }
-    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    let vae = std::path::Path::new(&manifest).join("../model/tests/fixtures/vae");
+    let vae = repo_root().join("crates/model/tests/fixtures/vae");
     let latents = tmp.path().join("latents");
     let out = ditbench()
         .args(["latents", "extract", "--data"])
@@ -278,7 +275,7 @@ fn sweep_run_status_and_report_end_to_end() {
     let tmp = std::env::temp_dir().join(format!("ditbench-sweep-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let store = tmp.join("store");
-    let spec = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../sweeps/smoke.toml");
+    let spec = repo_root().join("sweeps/smoke.toml");
     let run = |args: &[&str]| {
         let out = ditbench().env("DITBENCH_CACHE", tmp.join("cache")).arg("--store").arg(&store).args(args).output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
@@ -389,20 +386,6 @@ fn a_killed_training_process_resumes_from_its_last_checkpoint() {
     let _ = std::fs::remove_dir_all(&store);
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// `ditbench import` never guesses attention heads (they change no tensor shape): a custom
 /// width without --num-heads exits 2 naming the flag and the width and writes nothing; with
 /// it the file records the heads and the output says where they came from; a paper width
@@ -410,8 +393,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn import_takes_heads_from_the_flag_or_the_papers_width_and_never_guesses() {
     let tmp = tempfile::tempdir().unwrap();
-    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    let fixtures = std::path::Path::new(&manifest).join("../model/tests/fixtures");
+    let fixtures = repo_root().join("crates/model/tests/fixtures");
     let custom = fixtures.join("dit_tiny_statedict.pt"); // hidden size 32, trained with 2 heads
     let out = tmp.path().join("custom.safetensors");
 
@@ -454,7 +436,7 @@ fn sweep_with_refused_runs_plans_them_as_refused_and_runs_nothing() {
     let tmp = std::env::temp_dir().join(format!("ditbench-sweep-refused-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(tmp.join("images/cat")).unwrap();
-    let smoke = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../sweeps/smoke.toml");
+    let smoke = repo_root().join("sweeps/smoke.toml");
     let text = std::fs::read_to_string(smoke).unwrap().replace(
         "kind = \"builtin\"",
         &format!("kind = \"imagefolder\"\npath = {:?}", tmp.join("images").to_str().unwrap()),

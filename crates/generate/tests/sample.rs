@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use ditbench_eval::npz::{NpyData, NpzReader};
 use ditbench_model::{CfgMode, DiTConfig, Model};
 use ditbench_c10d::Ranks;
-use ditbench_train::sample::{find_checkpoint, sample_to_archive, Decoder, SampleSpec};
+use ditbench_generate::{find_checkpoint, sample_to_archive, Decoder, SampleSpec};
 use tch::Device;
 
 /// Tests here draw from libtorch's global generator: one at a time.
@@ -31,7 +31,7 @@ fn tiny(in_channels: i64) -> Model {
 }
 
 fn spec(num: usize, cfg_scale: f64) -> SampleSpec {
-    SampleSpec { num, batch: 4, sampling: "ddim3".into(), cfg_scale, cfg_mode: CfgMode::Paper, seed: 7, bf16: false }
+    SampleSpec { num, batch: 4, sampling: "ddim3".parse().unwrap(), cfg_scale, cfg_mode: CfgMode::Paper, seed: 7, bf16: false }
 }
 
 #[test]

@@ -3,26 +3,19 @@
 //! as it was (or absent). Names follow one rule wherever they are given; errors are
 //! printed once; a finished run prints one line in words.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use common::{ditbench, repo_root};
 use ditbench_sweep::SweepSpec;
 use ditbench_train::config::RunConfig;
 
-fn ditbench() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ditbench"));
-    c.env_remove("LD_LIBRARY_PATH").env_remove("DITBENCH_STORE");
-    c
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// A valid run config, as a sweep (sweeps/smoke.toml) resolves it.
 fn smoke_config() -> RunConfig {
-    let spec = SweepSpec::load(&repo().join("sweeps/smoke.toml")).unwrap();
+    let spec = SweepSpec::load(&repo_root().join("sweeps/smoke.toml")).unwrap();
     spec.expand().unwrap().remove(0).config
 }
 
@@ -154,7 +147,7 @@ fn sweep_names_get_one_answer_everywhere() {
         ("DiT-S", true),
         ("x.", true),
     ];
-    let smoke = std::fs::read_to_string(repo().join("sweeps/smoke.toml")).unwrap();
+    let smoke = std::fs::read_to_string(repo_root().join("sweeps/smoke.toml")).unwrap();
     assert!(smoke.contains("name = \"smoke\"") && smoke.contains("steps = 6"));
     let name_refused = |err: &str, name: &str| err.contains(&format!("`{name}`")) && err.contains("a name must be");
     let steps_refused = |err: &str| err.contains("train.steps must be > 0");

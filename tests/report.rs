@@ -1,41 +1,32 @@
-//! The `ditbench report` command layer (crates/cli/src/report.rs), compiled into this
-//! test so it is exercised before the binary wires it: real argument lists parsed by
-//! clap, run against a store written here, output checked against what went in.
+//! `ditbench report` end to end: the built binary on a store written here (the way
+//! ditbench-report's own tests write one), its output and files checked against what
+//! went in, its refusals with their messages and exit code.
 
 mod common;
+/// The store writers of crates/report/tests, so both test layers read the same sweeps.
+#[path = "../crates/report/tests/common/mod.rs"]
+mod store;
 
-#[path = "../../cli/src/report.rs"]
-#[allow(dead_code)]
-mod report;
+use std::path::Path;
 
-use clap::Parser;
+use common::ditbench;
 
-#[derive(Parser, Debug)]
-#[command(name = "ditbench")]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(clap::Subcommand, Debug)]
-enum Cmd {
-    Report(report::ReportArgs),
-}
-
-fn run(root: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
-    let mut argv = vec!["ditbench", "report"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv)?;
-    let Cmd::Report(a) = cli.cmd;
-    let mut out = Vec::new();
-    report::run_report_to(root, &a, &mut out)?;
-    Ok(String::from_utf8(out).unwrap())
+/// `ditbench --store ROOT report ARGS…`: its stdout when it exits 0; its stderr when it
+/// exits 2, the code of every refused command (clap's usage errors included).
+fn run(root: &Path, args: &[&str]) -> Result<String, String> {
+    let out = ditbench().arg("--store").arg(root).arg("report").args(args).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    match out.status.code() {
+        Some(0) => Ok(String::from_utf8(out.stdout).unwrap()),
+        Some(2) => Err(stderr),
+        code => panic!("report {args:?} exited with {code:?}: {stderr}"),
+    }
 }
 
 #[test]
 fn sweep_by_name_or_by_spec() {
-    let (tmp, root) = common::tempstore();
-    common::write_sweep(&root, "paper", &common::paper_runs());
+    let (tmp, root) = store::tempstore();
+    store::write_sweep(&root, "paper", &store::paper_runs());
     let out = tmp.path().join("r1");
     let text = run(&root, &["--sweep", "paper", "--out", out.to_str().unwrap(), "--bootstrap", "100"]).unwrap();
     assert!(text.starts_with(&format!("wrote {}", out.join("report.html").display())), "{text}");
@@ -58,17 +49,16 @@ fn sweep_by_name_or_by_spec() {
 
 #[test]
 fn bad_arguments_are_refused_with_reasons() {
-    let (tmp, root) = common::tempstore();
-    common::write_sweep(&root, "s", &[common::RunPlan::new("r", "DiT-S", 2, 6.0)]);
+    let (tmp, root) = store::tempstore();
+    store::write_sweep(&root, "s", &[store::RunPlan::new("r", "DiT-S", 2, 6.0)]);
     assert!(run(&root, &[]).is_err(), "SPEC or --sweep is required");
-    let e = run(&root, &["a.toml", "--sweep", "s"]).unwrap_err().to_string();
+    let e = run(&root, &["a.toml", "--sweep", "s"]).unwrap_err();
     assert!(e.contains("cannot be used with"), "{e}");
     let o = tmp.path().join("o");
-    let e = run(&root, &["--sweep", "s", "--out", o.to_str().unwrap(), "--huber-delta", "0"]).unwrap_err().to_string();
+    let e = run(&root, &["--sweep", "s", "--out", o.to_str().unwrap(), "--huber-delta", "0"]).unwrap_err();
     assert!(e.contains("--huber-delta must be a positive number"), "{e}");
     let e = run(&root, &["--sweep", "nope", "--out", o.to_str().unwrap()]).unwrap_err();
-    let e = format!("{e:#}");
     assert!(e.contains("unknown sweep \"nope\"") && e.contains("sweeps in this store: s"), "{e}");
-    let e = run(&root, &[tmp.path().join("missing.toml").to_str().unwrap()]).unwrap_err().to_string();
+    let e = run(&root, &[tmp.path().join("missing.toml").to_str().unwrap()]).unwrap_err();
     assert!(e.contains("missing.toml"), "{e}");
 }

@@ -8,25 +8,27 @@ use std::path::{Path, PathBuf};
 
 use ditbench_diffusion::{GaussianDiffusion, Sampler};
 use ditbench_eval::npz::SampleArchiveWriter;
-use ditbench_model::checkpoint::{load_into_varstore, read_safetensors};
+use ditbench_model::checkpoint::{list_checkpoints, load_into_varstore, read_safetensors};
 use ditbench_data::LatentFolder;
 use ditbench_model::vae::Vae;
 use ditbench_model::{CfgMode, DiTConfig, Model};
-use ditbench_runconfig::RunConfig;
+use ditbench_runconfig::{DataKind, RunConfig, SamplerKind, Sampling};
 use ditbench_torchext::AutocastGuard;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{list_checkpoints, step_seed};
 use ditbench_c10d::Ranks;
-use crate::TrainError;
 
-/// The sampler a respacing string names: `ddimN` → DDIM (η = 0), anything else → DDPM.
-pub fn sampler_for(sampling: &str) -> Sampler {
-    if sampling.starts_with("ddim") {
-        Sampler::Ddim { eta: 0.0 }
-    } else {
-        Sampler::Ddpm
-    }
+use crate::{step_seed, Error};
+
+/// The respaced diffusion process of a sampling setting and the reverse process it
+/// names: DDPM, or DDIM with η = 0 (deterministic, as DiT samples with DDIM).
+pub fn process_for(sampling: &Sampling) -> Result<(GaussianDiffusion, Sampler), Error> {
+    let diffusion = GaussianDiffusion::dit(sampling.respacing())?;
+    let sampler = match sampling.sampler() {
+        SamplerKind::Ddpm => Sampler::Ddpm,
+        SamplerKind::Ddim => Sampler::Ddim { eta: 0.0 },
+    };
+    Ok((diffusion, sampler))
 }
 
 /// Draws one batch from noise `z` with labels `y`; `cfg_scale > 1` guides with the null
@@ -39,7 +41,7 @@ pub fn sample_batch(
     y: &Tensor,
     cfg_scale: f64,
     mode: CfgMode,
-) -> Result<Tensor, TrainError> {
+) -> Result<Tensor, Error> {
     let mc = model.config();
     let mut noise = |x: &Tensor| x.randn_like();
     if cfg_scale > 1.0 {
@@ -66,8 +68,8 @@ pub enum Decoder {
 impl Decoder {
     /// The decoder a run's samples need: none in pixel space; for a latent run the VAE
     /// of `data.vae`, else the one its latents folder records.
-    pub fn for_run(cfg: &RunConfig, device: Device) -> Result<Decoder, TrainError> {
-        if cfg.data.kind != "latents" {
+    pub fn for_run(cfg: &RunConfig, device: Device) -> Result<Decoder, Error> {
+        if cfg.data.kind != DataKind::Latents {
             return Ok(Decoder::Pixels);
         }
         let header = match &cfg.data.path {
@@ -91,12 +93,12 @@ pub fn balanced_labels(start: usize, n: i64, classes: i64, device: Device) -> Te
 }
 
 /// Loads the EMA weights of a training checkpoint (the `ema.` tensors).
-pub fn load_ema(path: &Path, config: &DiTConfig, device: Device) -> Result<Model, TrainError> {
+pub fn load_ema(path: &Path, config: &DiTConfig, device: Device) -> Result<Model, Error> {
     let file = read_safetensors(path)?;
     let ema: Vec<(String, Tensor)> =
         file.tensors.iter().filter_map(|(k, t)| k.strip_prefix("ema.").map(|k| (k.to_string(), t.shallow_clone()))).collect();
     if ema.is_empty() {
-        return Err(TrainError::Config(format!("{}: no `ema.` tensors: not a ditbench training checkpoint", path.display())));
+        return Err(Error::Config(format!("{}: no `ema.` tensors: not a ditbench training checkpoint", path.display())));
     }
     let model = Model::new(config, device)?;
     load_into_varstore(&model.vs, &ema, path)?;
@@ -104,7 +106,7 @@ pub fn load_ema(path: &Path, config: &DiTConfig, device: Device) -> Result<Model
 }
 
 /// The checkpoint of `run_dir` at `step` (the latest when `None`).
-pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBuf), TrainError> {
+pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBuf), Error> {
     let all = list_checkpoints(&run_dir.join("checkpoints"));
     let found = match step {
         Some(s) => all.iter().find(|(k, _)| *k == s).cloned(),
@@ -112,7 +114,7 @@ pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBu
     };
     found.ok_or_else(|| {
         let have: Vec<String> = all.iter().map(|(k, _)| k.to_string()).collect();
-        TrainError::Config(format!(
+        Error::Config(format!(
             "{}: no checkpoint{}; available steps: {}",
             run_dir.display(),
             step.map(|s| format!(" at step {s}")).unwrap_or_default(),
@@ -126,7 +128,7 @@ pub fn find_checkpoint(run_dir: &Path, step: Option<u64>) -> Result<(u64, PathBu
 pub struct SampleSpec {
     pub num: usize,
     pub batch: usize,
-    pub sampling: String,
+    pub sampling: Sampling,
     pub cfg_scale: f64,
     pub cfg_mode: CfgMode,
     /// Noise seed; batch k draws from (seed, k), so a resumed archive continues with
@@ -140,7 +142,7 @@ pub struct SampleSpec {
 /// What an unfinished archive was started with, kept beside its chunks: continuing it
 /// with other settings (sampler, guidance, seed, precision, model) would mix two
 /// distributions in one archive, so that is refused.
-fn check_settings(out: &Path, spec: &SampleSpec, model: &str) -> Result<(), TrainError> {
+fn check_settings(out: &Path, spec: &SampleSpec, model: &str) -> Result<(), Error> {
     #[derive(serde::Serialize, serde::Deserialize, PartialEq)]
     struct Settings {
         model: String,
@@ -150,15 +152,15 @@ fn check_settings(out: &Path, spec: &SampleSpec, model: &str) -> Result<(), Trai
     path.push(".parts/settings.json");
     let path = PathBuf::from(path);
     let now = Settings { model: model.to_string(), spec: spec.clone() };
-    let io = |e| TrainError::Io { path: path.clone(), source: e };
+    let io = |e| Error::Io { path: path.clone(), source: e };
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let then: Settings = serde_json::from_str(&text)
-                .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
             // The count may grow: continuing to a larger --num is what resuming is for.
             let same = then.model == now.model && SampleSpec { num: spec.num, ..then.spec.clone() } == now.spec;
             if !same {
-                return Err(TrainError::Config(format!(
+                return Err(Error::Config(format!(
                     "{} was started with other settings ({} {:?}); now {} {:?}: use another --out, or the same settings",
                     out.display(),
                     then.model,
@@ -192,10 +194,10 @@ pub fn sample_to_archive(
     out: &Path,
     ranks: &mut Ranks,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Option<PathBuf>, TrainError> {
+) -> Result<Option<PathBuf>, Error> {
     let mc = model.config().clone();
     if matches!(decoder, Decoder::Pixels) != (mc.in_channels == 3) {
-        return Err(TrainError::Config(format!(
+        return Err(Error::Config(format!(
             "{} has {} input channels; {} needs {}",
             mc.name,
             mc.in_channels,
@@ -204,17 +206,15 @@ pub fn sample_to_archive(
         )));
     }
     if spec.batch == 0 || spec.num == 0 {
-        return Err(TrainError::Config(format!("--num ({}) and --batch ({}) must be positive", spec.num, spec.batch)));
+        return Err(Error::Config(format!("--num ({}) and --batch ({}) must be positive", spec.num, spec.batch)));
     }
     let device = model.vs.device();
-    let diffusion = GaussianDiffusion::dit(&spec.sampling)?;
-    let sampler = sampler_for(&spec.sampling);
+    let (diffusion, sampler) = process_for(&spec.sampling)?;
     let size = match decoder {
         Decoder::Pixels => mc.input_size as usize,
         Decoder::Vae(v) => (mc.input_size * v.config().downsample_factor()) as usize,
     };
-    let eval = |e: ditbench_eval::EvalError| TrainError::Eval(e.to_string());
-    let w = SampleArchiveWriter::open(out, size, size, true).map_err(eval)?;
+    let w = SampleArchiveWriter::open(out, size, size, true)?;
     if ranks.rank() == 0 {
         check_settings(out, spec, &mc.name)?;
     }
@@ -240,7 +240,7 @@ pub fn sample_to_archive(
         // sample_ddp.py: clamp(127.5 x + 128, 0, 255) → uint8 (truncation), NHWC.
         let u8s = (x * 127.5 + 128.0).clamp(0.0, 255.0).permute([0, 2, 3, 1]).to_kind(Kind::Uint8).to_device(Device::Cpu);
         let labels = Vec::<i64>::try_from(y.to_device(Device::Cpu))?;
-        w.put_chunk_tensor(k, &u8s, Some(&labels)).map_err(eval)?;
+        w.put_chunk_tensor(k, &u8s, Some(&labels))?;
         // Other ranks' chunks land meanwhile; this counts ours (times the world size, an
         // estimate that reaches the total at the end).
         done = (done + n as usize * world).min(spec.num);
@@ -251,9 +251,9 @@ pub fn sample_to_archive(
         return Ok(None);
     }
     // Every chunk in order, as a fresh open counts them.
-    let w = SampleArchiveWriter::open(out, size, size, true).map_err(eval)?;
+    let w = SampleArchiveWriter::open(out, size, size, true)?;
     if w.len() != spec.num {
-        return Err(TrainError::Config(format!(
+        return Err(Error::Config(format!(
             "{}: its chunks hold {} images, not --num {}: it was started with another --num or --batch; use another --out",
             out.display(),
             w.len(),
@@ -261,5 +261,5 @@ pub fn sample_to_archive(
         )));
     }
     progress(spec.num, spec.num);
-    Ok(Some(w.finish().map_err(eval)?))
+    Ok(Some(w.finish()?))
 }

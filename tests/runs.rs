@@ -1,43 +1,31 @@
-//! The `ditbench runs` command layer (crates/cli/src/runs.rs), compiled into this test
-//! so it can be exercised before the binary wires it: parse real argument lists with
-//! clap, run them against a fixture store, compare the printed output with what the
-//! fixture wrote.
+//! `ditbench runs …` end to end: the built binary against a fixture store (the one
+//! ditbench-query's own tests read), its printed output compared with what the fixture
+//! wrote, its refusals with their messages and exit code.
 
 mod common;
+/// The fixture store of crates/query/tests, so both test layers read the same runs.
+#[path = "../crates/query/tests/common/mod.rs"]
+mod store;
 
-#[path = "../../cli/src/runs.rs"]
-#[allow(dead_code)]
-mod runs;
+use std::path::Path;
 
-use clap::Parser;
+use common::ditbench;
 
-#[derive(Parser, Debug)]
-#[command(name = "ditbench")]
-struct Cli {
-    #[arg(long)]
-    store: Option<std::path::PathBuf>,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(clap::Subcommand, Debug)]
-enum Cmd {
-    Runs(runs::RunsArgs),
-}
-
-fn run(root: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
-    let mut argv = vec!["ditbench", "runs"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv)?;
-    let Cmd::Runs(a) = cli.cmd;
-    let mut out = Vec::new();
-    runs::run_to(root, a, &mut out)?;
-    Ok(String::from_utf8(out).unwrap())
+/// `ditbench --store ROOT runs ARGS…`: its stdout when it exits 0; its stderr when it
+/// exits 2, the code of every refused command (clap's usage errors included).
+fn run(root: &Path, args: &[&str]) -> Result<String, String> {
+    let out = ditbench().arg("--store").arg(root).arg("runs").args(args).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    match out.status.code() {
+        Some(0) => Ok(String::from_utf8(out.stdout).unwrap()),
+        Some(2) => Err(stderr),
+        code => panic!("runs {args:?} exited with {code:?}: {stderr}"),
+    }
 }
 
 #[test]
 fn query_list_show_compare_export() {
-    let fx = common::build();
+    let fx = store::build();
     let root = &fx.root;
 
     let out = run(
@@ -124,16 +112,15 @@ fn query_list_show_compare_export() {
 
 #[test]
 fn errors_are_clear() {
-    let fx = common::build();
+    let fx = store::build();
     let root = &fx.root;
-    let e = run(root, &["query", "SELECT bogus FROM runs"]).unwrap_err();
-    let msg = format!("{e:#}");
+    let msg = run(root, &["query", "SELECT bogus FROM runs"]).unwrap_err();
     assert!(
         msg.contains("bogus") && msg.contains("runs(run_id str"),
         "{msg}"
     );
     let e = run(root, &["query", "SELECT * FROM nope"]).unwrap_err();
-    assert!(format!("{e:#}").contains("metrics(run_id str"), "{e:#}");
+    assert!(e.contains("metrics(run_id str"), "{e}");
     assert!(run(root, &["show", "nope"]).is_err());
     assert!(
         run(root, &["compare", "a-0"]).is_err(),
@@ -145,19 +132,18 @@ fn errors_are_clear() {
     );
     assert!(run(root, &["export", "nosuchtable"])
         .unwrap_err()
-        .to_string()
         .contains("unknown table"));
     let file = fx.root.parent().unwrap().join("f");
     std::fs::write(&file, b"x").unwrap();
     let e = run(&file, &["list"]).unwrap_err();
-    assert!(format!("{e:#}").contains("not a directory"), "{e:#}");
+    assert!(e.contains("not a directory"), "{e}");
 }
 
 #[test]
 fn refused_statements_print_one_line_and_leave_the_store_byte_identical() {
-    let fx = common::build();
+    let fx = store::build();
     let root = &fx.root;
-    let before = common::snapshot(root);
+    let before = store::snapshot(root);
     let outside = fx.root.parent().unwrap().join("outside.csv");
     std::fs::write(&outside, "x\n1\n").unwrap();
     let read_csv = format!("SELECT * FROM read_csv('{}')", outside.display());
@@ -180,8 +166,7 @@ fn refused_statements_print_one_line_and_leave_the_store_byte_identical() {
             let mut args = vec!["query"];
             args.extend(format);
             args.push(sql);
-            let e = run(root, &args).unwrap_err();
-            let msg = format!("{e:#}");
+            let msg = run(root, &args).unwrap_err();
             assert_eq!(msg.lines().count(), 1, "{sql}: {msg}");
             assert!(msg.contains(needle), "{sql}: {msg}");
             assert!(
@@ -203,7 +188,7 @@ fn refused_statements_print_one_line_and_leave_the_store_byte_identical() {
     .is_err());
     assert!(!pq.exists());
     assert_eq!(
-        common::snapshot(root),
+        store::snapshot(root),
         before,
         "a refused statement changed the store"
     );
