@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ditbench_common::exit;
-use ditbench_sweep::launch::{Events, RunExit};
+use ditbench_sweep::launcher::{Events, RunExit};
 use ditbench_sweep::state::{self, Registration, Select};
 use ditbench_sweep::{plan, slurm, LaunchReport, LaunchRequest, LauncherKind, Overrides, PlannedRun, SweepSpec};
 use ditbench_track::Store;

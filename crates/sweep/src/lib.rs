@@ -7,6 +7,7 @@
 //! process, so a crash of one run cannot take the sweep down (DESIGN.md).
 
 pub mod launch;
+pub mod launcher;
 pub mod local;
 pub mod plan;
 pub mod slurm;
@@ -15,7 +16,8 @@ pub mod state;
 
 use thiserror::Error;
 
-pub use launch::{launch, LaunchReport, LaunchRequest, Launcher, LauncherKind, Outcome, Overrides};
+pub use launch::{launch, LaunchRequest, Outcome};
+pub use launcher::{Events, LaunchReport, Launcher, LauncherKind, Overrides, RunExit};
 pub use plan::{plan, Plan, PlanRow};
 pub use spec::{PlannedRun, SweepSpec};
 pub use state::{register, Registration};

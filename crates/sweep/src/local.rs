@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use ditbench_common::exit;
 use ditbench_track::{Status, StatusChange, Store};
 
-use crate::launch::{Events, LaunchReport, Launcher, LauncherKind, Overrides, RunExit, RunSummary};
+use crate::launcher::{Events, LaunchReport, Launcher, LauncherKind, Overrides, RunExit, RunSummary};
 use crate::spec::{LauncherSpec, PlannedRun};
 use crate::SweepError;
 

@@ -19,8 +19,8 @@ use std::process::Command;
 use ditbench_common::exit;
 use ditbench_track::Store;
 
-pub use crate::launch::Submission;
-use crate::launch::{Events, LaunchReport, Launcher, LauncherKind, Overrides};
+pub use crate::launcher::Submission;
+use crate::launcher::{Events, LaunchReport, Launcher, LauncherKind, Overrides};
 use crate::spec::{LauncherSpec, PlannedRun, SlurmSpec};
 use crate::SweepError;
 

@@ -28,7 +28,6 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::{Table, Value};
 
-use crate::launch::LauncherKind;
 use crate::SweepError;
 
 /// Architecture of one size of a (possibly scaled-down) family.
@@ -1120,5 +1119,47 @@ impl Distribution {
             Distribution::LogUniform([a, b]) => Value::Float((a.ln() + (b.ln() - a.ln()) * rng.next_f64()).exp()),
             Distribution::Choice(v) => v[(rng.next_u64() % v.len() as u64) as usize].clone(),
         }
+    }
+}
+
+/// Which launcher runs a sweep: `[launcher] kind` in a spec, `--launcher` on the
+/// command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LauncherKind {
+    /// A pool of processes on this machine.
+    #[default]
+    Local,
+    /// One sbatch array job, one task per run.
+    Slurm,
+}
+
+impl LauncherKind {
+    /// Every kind, in the order error messages list them.
+    pub const ALL: [LauncherKind; 2] = [LauncherKind::Local, LauncherKind::Slurm];
+
+    /// The name users write (`kind = "local"`, `--launcher local`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LauncherKind::Local => "local",
+            LauncherKind::Slurm => "slurm",
+        }
+    }
+}
+
+impl std::fmt::Display for LauncherKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for LauncherKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let valid: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+            format!("`{s}`: valid launchers are {}", valid.join(", "))
+        })
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ditbench_common::exit;
-use ditbench_sweep::launch::{Events, RunExit, Submission};
+use ditbench_sweep::launcher::{Events, RunExit, Submission};
 use ditbench_sweep::local::{run_local, LocalLauncher, LocalOptions};
 use ditbench_sweep::slurm::SlurmLauncher;
 use ditbench_sweep::state::{self, Registration, Select};
