@@ -80,7 +80,7 @@ fn refused_train_input_writes_nothing() {
         (with_tiny(&["--ckpt-every", "18446744073709551615"]), vec!["--ckpt-every: train.ckpt_every = 18446744073709551615"]),
         (with_tiny(&["--sweep", "a<b"]), vec!["--sweep: sweep `a<b`: '<' is not allowed", "ASCII letters, digits"]),
         (with_tiny(&["--device", "gpu"]), vec!["--device: train.device `gpu`: valid values are auto, cpu, cuda, cuda:N"]),
-        (with_tiny(&["--device", "cuda:99"]), vec!["CUDA device 99 does not exist"]),
+        (with_tiny(&["--device", "cuda:99"]), vec!["invalid run config: CUDA device 99 does not exist"]),
         (vec!["--config", bad_id], vec!["run_id `../escape`", "ASCII letters, digits"]),
         (vec!["--config", spaced_id], vec!["run_id `two words`: ' ' is not allowed"]),
         (vec!["--config", bad_sweep], vec!["sweep `a&b`: '&' is not allowed"]),

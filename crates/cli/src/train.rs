@@ -184,7 +184,7 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
     if a.nproc_per_node == 1 && std::env::var_os("WORLD_SIZE").is_none() {
         // A device that does not exist is bad input too (ranks pick theirs from the
         // launcher's variables instead).
-        run::pick_device(&cfg.train.device)?;
+        run::pick_device(&cfg.train.device).map_err(run::TrainError::from)?;
     }
     let store = open_store(store_path)?;
     let stop = run::install_stop_flag()?;
