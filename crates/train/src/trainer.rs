@@ -67,6 +67,9 @@ pub struct Trainer {
     posterior: bool,
     /// Rows per forward/backward pass (gradient accumulation below the local batch).
     micro: i64,
+    /// Handles to the optimizer's parameters (the same tensors), for the collectives:
+    /// built once, not at every step.
+    params: Vec<Tensor>,
 }
 
 impl Trainer {
@@ -88,7 +91,8 @@ impl Trainer {
         let local_batch = recipe.batch_size / ranks.world();
         let micro = recipe.micro_batch.unwrap_or(recipe.batch_size).min(local_batch) as i64;
         let diffusion = GaussianDiffusion::dit("")?;
-        Ok(Trainer { model, ema, opt, ranks, diffusion, recipe: recipe.clone(), device, precision, posterior, micro })
+        let params = opt.params.iter().map(|p| p.param.shallow_clone()).collect();
+        Ok(Trainer { model, ema, opt, ranks, diffusion, recipe: recipe.clone(), device, precision, posterior, micro, params })
     }
 
     pub fn device(&self) -> Device {
@@ -122,8 +126,7 @@ impl Trainer {
     /// Rank 0's weights on every rank (equal already, from the same seed or the same
     /// checkpoint), as DDP does at construction.
     pub fn broadcast_weights(&mut self) -> Result<(), TrainError> {
-        let params: Vec<Tensor> = self.opt.params.iter().map(|p| p.param.shallow_clone()).collect();
-        Ok(self.ranks.broadcast_from_lead(&params)?)
+        Ok(self.ranks.broadcast_from_lead(&self.params)?)
     }
 
     /// One optimisation step on this rank's rows `x` (images, latents, or posterior
@@ -187,11 +190,7 @@ impl Trainer {
         }
         // Gradients and losses averaged over the ranks (equal local batches: the mean of
         // means is the global mean).
-        // (A group of one, DITBENCH_DIST=1, takes this path too: it measures its cost.)
-        if self.ranks.group.is_some() {
-            let params: Vec<Tensor> = self.opt.params.iter().map(|p| p.param.shallow_clone()).collect();
-            self.ranks.average_gradients(&params)?;
-        }
+        self.ranks.average_gradients(&self.params)?;
         [loss, mse, vb] = self.ranks.mean([loss, mse, vb], device)?;
         if !loss.is_finite() {
             return Ok(StepStats { loss, mse, vb, grad_norm: f64::NAN, lr });
