@@ -171,7 +171,7 @@ impl DiTConfig {
                  the paper uses 256 or 512"
             )));
         }
-        Self::from_size(size.as_str(), patch, image_size / 8, 4, 1000)
+        Self::member(size, patch, image_size / 8, 4, 1000)
     }
 
     /// A family member (S/B/L/XL × patch) at a given input size, channels and classes:
@@ -184,7 +184,17 @@ impl DiTConfig {
         in_channels: i64,
         num_classes: i64,
     ) -> Result<Self, ConfigError> {
-        let size: ModelSize = size.parse()?;
+        Self::member(size.parse()?, patch_size, input_size, in_channels, num_classes)
+    }
+
+    /// [`from_size`](Self::from_size) for a size already parsed.
+    pub fn member(
+        size: ModelSize,
+        patch_size: i64,
+        input_size: i64,
+        in_channels: i64,
+        num_classes: i64,
+    ) -> Result<Self, ConfigError> {
         let (depth, hidden_size, num_heads) = size.architecture();
         let cfg = DiTConfig {
             name: format!("DiT-{size}/{patch_size}"),

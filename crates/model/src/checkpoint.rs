@@ -255,4 +255,3 @@ pub fn list_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
     out.sort();
     out
 }
-
