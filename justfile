@@ -40,6 +40,14 @@ setup:
             echo "setup: install gloo's headers (Debian/Ubuntu: sudo apt-get install libgloo-dev)" >&2; exit 1
         fi
     fi
+    # strace for the store test that checks no compute process opens SQLite or locks.
+    if ! command -v strace >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get install -y -qq strace >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq strace)
+        else
+            echo "setup: strace is missing (Debian/Ubuntu: sudo apt-get install strace); the store's strace test will skip" >&2
+        fi
+    fi
     if [ ! -e .venv ]; then ln -s "{{venv}}" .venv; fi
     if [ "$(readlink -f .venv)" != "$(readlink -f "{{venv}}")" ]; then
         echo "setup: ./.venv is not the shared venv {{venv}}; move it away or set DITBENCH_CACHE" >&2; exit 1

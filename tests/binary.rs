@@ -383,6 +383,20 @@ fn a_killed_training_process_resumes_from_its_last_checkpoint() {
     let q = ditbench().arg("--store").arg(&store).args(["runs", "query", "SELECT status, attempt FROM events ORDER BY time", "--csv"]).output().unwrap();
     let csv = String::from_utf8_lossy(&q.stdout);
     assert!(csv.contains("running,1") && csv.contains("running,2") && csv.contains("finished,2"), "{csv}");
+    // One history: the steps attempt 1 logged past the checkpoint attempt 2 resumed
+    // from are superseded (still in metrics_all, with their attempt), and `metrics` has
+    // exactly one loss per logged step: 400 / 5.
+    let count = |sql: &str| -> i64 {
+        let q = ditbench().arg("--store").arg(&store).args(["runs", "query", sql, "--csv"]).output().unwrap();
+        assert!(q.status.success(), "{sql}: {}", String::from_utf8_lossy(&q.stderr));
+        String::from_utf8_lossy(&q.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+    };
+    assert_eq!(count("SELECT count(*) AS n FROM metrics WHERE name = 'loss'"), 80);
+    assert_eq!(count("SELECT count(DISTINCT step) AS n FROM metrics WHERE name = 'loss'"), 80);
+    let superseded = count(&format!("SELECT count(*) AS n FROM metrics_all WHERE name = 'loss' AND attempt = 1 AND step > {step}"));
+    assert_eq!(count("SELECT count(*) AS n FROM metrics_all WHERE name = 'loss'"), 80 + superseded);
+    assert_eq!(count(&format!("SELECT count(*) AS n FROM metrics WHERE name = 'loss' AND attempt = 1 AND step > {step}")), 0);
+    assert_eq!(count("SELECT max(count) AS n FROM summaries WHERE metric = 'loss'"), 80, "summaries count the live history");
     let _ = std::fs::remove_dir_all(&store);
 }
 

@@ -195,6 +195,6 @@ fn refused_statements_print_one_line_and_leave_the_store_byte_identical() {
     let out = run(root, &["query", "--csv", "SHOW TABLES"]).unwrap();
     assert_eq!(
         out,
-        "name\nruns\nparams\nparams_wide\nmetrics\nevals\nsummaries\nevents\nsweeps\n"
+        "name\nruns\nparams\nparams_wide\nmetrics\nmetrics_all\nevals\nevals_all\nsummaries\nevents\nsweeps\n"
     );
 }

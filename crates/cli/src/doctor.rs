@@ -63,10 +63,11 @@ pub fn run(store: &Path) -> Result<()> {
     println!("CPU threads   {} (libtorch intra-op)", tch::get_num_threads());
     let store_state = if store.is_file() {
         "is a FILE, not a folder: pass --store DIR".to_string()
-    } else if store.join("registry.sqlite").exists() {
-        "registry present".to_string()
+    } else if store.join(ditbench_track::LEGACY_REGISTRY_FILE).exists() {
+        "made by an older ditbench: the next command upgrades it in place".to_string()
     } else if store.exists() {
-        "folder exists, no registry yet".to_string()
+        let index = ditbench_track::index_location(store);
+        format!("index {} ({})", index.path.display(), index.why)
     } else {
         "does not exist yet (created on first run)".to_string()
     };

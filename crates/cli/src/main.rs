@@ -10,6 +10,7 @@ mod report;
 #[cfg(feature = "query")]
 mod runs;
 mod sample;
+mod store;
 mod sweep;
 mod train;
 
@@ -76,6 +77,9 @@ enum Command {
     /// Sweeps over the DiT family from a spec (sweeps/*.toml): plan, run (local or
     /// Slurm), status, resume, cancel.
     Sweep(sweep::SweepArgs),
+    /// The run store itself: `store info` (where its index lives, runs, damaged
+    /// folders), `store reindex` (rebuild the index from the run folders).
+    Store(store::StoreArgs),
 }
 
 fn main() {
@@ -90,6 +94,7 @@ fn main() {
         #[cfg(feature = "query")]
         Command::Runs(args) => runs::run(&store, args).map(|()| exit::OK),
         Command::Sweep(args) => sweep::run(&store, args),
+        Command::Store(args) => store::run(&store, &args).map(|()| exit::OK),
         Command::Fid(args) => fid::run(args).map(|()| exit::OK),
         Command::Sample(args) => sample::run(&store, &args),
         #[cfg(feature = "query")]

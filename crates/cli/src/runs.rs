@@ -18,7 +18,8 @@ pub struct RunsArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum RunsCommand {
     /// Run one read-only Polars SQL query over the tables runs, params, params_wide,
-    /// metrics, evals, summaries, events, sweeps.
+    /// metrics, evals (the live history: one row per run, step and name after a resume),
+    /// metrics_all, evals_all (every row, with its attempt), summaries, events, sweeps.
     ///
     /// SELECT, WITH … SELECT, UNION/INTERSECT/EXCEPT, VALUES and SHOW TABLES; anything
     /// else (DELETE, CREATE TABLE, …) and table functions such as read_parquet are refused.
@@ -61,7 +62,7 @@ pub enum RunsCommand {
         #[command(flatten)]
         output: Output,
     },
-    /// Export a whole table (runs, params, params_wide, metrics, evals, summaries, events, sweeps).
+    /// Export a whole table (runs, params, params_wide, metrics, evals, metrics_all, evals_all, summaries, events, sweeps).
     Export {
         /// The table.
         table: String,

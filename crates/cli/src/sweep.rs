@@ -213,6 +213,9 @@ impl Events for Printer<'_> {
         let again = if attempt > 1 { format!(" (launch {attempt})") } else { String::new() };
         eprintln!("[{}/{}] start  {} {}{again} on {slot}", self.done, self.total, run.config.run_id, run.config.model.name);
     }
+    fn adopted(&mut self, run: &PlannedRun, holder: &str) {
+        eprintln!("[{}/{}] adopt  {} {}: another process trains it ({holder}); watching it", self.done, self.total, run.config.run_id, run.config.model.name);
+    }
     fn ended(&mut self, run: &PlannedRun, exit: &RunExit, will_retry: bool) {
         if !will_retry {
             self.done += 1;
@@ -222,6 +225,7 @@ impl Events for Printer<'_> {
             RunExit::Preempted => "preempted (checkpointed)".to_string(),
             RunExit::Failed(w) => format!("FAILED: {w}"),
             RunExit::Crashed(w) => format!("CRASHED: {w}"),
+            RunExit::IoFailed(w) => format!("I/O FAILURE: {w}"),
         };
         let retry = if will_retry { ", relaunching" } else { "" };
         eprintln!("[{}/{}] end    {} {what}{retry}", self.done, self.total, run.config.run_id);
@@ -267,6 +271,13 @@ fn launch(store_path: &Path, a: &LaunchArgs, select: Select, resume: bool) -> Re
                 summary.failed.len(),
                 summary.not_started.len(),
             );
+            if !summary.still_running.is_empty() {
+                println!(
+                    "still training in processes this launcher did not start: {} (see `ditbench sweep status {}`)",
+                    summary.still_running.join(", "),
+                    a.spec.display()
+                );
+            }
             if *stopped {
                 println!("stopped; continue with: ditbench sweep resume {}", a.spec.display());
             }

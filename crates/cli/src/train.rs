@@ -143,8 +143,20 @@ impl Progress for Bar {
     }
 }
 
-fn open_store(path: &Path) -> Result<Store> {
-    Store::open(path).with_context(|| format!("opening the run store {}", path.display()))
+/// Opens the store for training. A filesystem that refuses it (read-only, full,
+/// permission) is an I/O failure, not bad input: `Err(code)` after saying so.
+fn open_store(path: &Path) -> Result<Result<Store, i32>> {
+    match Store::open(path) {
+        Ok(store) => Ok(Ok(store)),
+        Err(e) => {
+            let e = run::TrainError::from(e);
+            if e.is_io() {
+                eprintln!("error: opening the run store {}: {e}", path.display());
+                return Ok(Err(exit::IO_FAILED));
+            }
+            Err(anyhow::Error::new(e).context(format!("opening the run store {}", path.display())))
+        }
+    }
 }
 
 pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
@@ -156,12 +168,9 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
     // Only a registered run (--run) is read from an existing store.
     let mut cfg = match (&a.run, &a.config, &a.model) {
         (Some(id), _, _) => {
-            // Read-only: looking a run up creates nothing (an older registry is
+            // Read-only: looking a run up creates nothing (an older store is
             // upgraded, as training it would anyway).
-            let store = match Store::open_read_only(store_path) {
-                Err(ditbench_track::Error::SchemaOutdated { .. }) => open_store(store_path)?,
-                r => r.with_context(|| format!("--run {id}"))?,
-            };
+            let store = Store::open_read_only(store_path).with_context(|| format!("--run {id}"))?;
             run::registered_config(&store, id)?.0
         }
         (None, Some(path), _) => {
@@ -186,7 +195,10 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
         // launcher's variables instead).
         run::pick_device(&cfg.train.device).map_err(run::TrainError::from)?;
     }
-    let store = open_store(store_path)?;
+    let store = match open_store(store_path)? {
+        Ok(store) => store,
+        Err(code) => return Ok(code),
+    };
     let stop = run::install_stop_flag()?;
     let provenance = Provenance {
         ditbench_version: crate::VERSION.to_string(),
@@ -200,12 +212,20 @@ pub fn run_train(store_path: &Path, a: &TrainArgs) -> Result<i32> {
     let outcome = match run::train(&store, &cfg, &stop, progress, &provenance) {
         Ok(o) => o,
         Err(e) => {
-            // (train marked the run failed.) Losing a rank is a failure of the run, not bad input.
-            if matches!(e, run::TrainError::Dist(_)) {
-                eprintln!("run {} failed: {e}", cfg.run_id);
-                return Ok(exit::FAILED);
-            }
-            return Err(e.into());
+            // Busy: another process trains the run, nothing was written. An I/O
+            // failure or a lost rank: train recorded the failure when it could.
+            // Anything else is reported as bad input.
+            return match e.exit_code() {
+                Some(code) if e.is_busy() => {
+                    eprintln!("run {} not trained here: {e}", cfg.run_id);
+                    Ok(code)
+                }
+                Some(code) => {
+                    eprintln!("run {} failed: {e}", cfg.run_id);
+                    Ok(code)
+                }
+                None => Err(e.into()),
+            };
         }
     };
     let dir = store.run_dir(&cfg.sweep, &cfg.run_id);

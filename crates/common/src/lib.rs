@@ -102,6 +102,18 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}-{call}", std::process::id()))
 }
 
+/// This machine's host name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`, else
+/// "unknown"): recorded with every attempt and lease, and compared to tell whether a
+/// lease's holder runs here.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Writes `bytes` to `path` so that readers see the old content or the new, never a
 /// mix, even after a crash or power loss: a temporary sibling is written and fsynced,
 /// renamed over `path`, and the folder fsynced. Creates the folder when missing. On
@@ -184,7 +196,8 @@ pub mod flops {
 }
 
 /// Exit codes of `ditbench train` (and of one rank) that launchers act on: a sweep
-/// requeues a preempted run, retries a failed one, and never retries bad input.
+/// requeues a preempted run, retries a crashed one or an I/O failure, watches a busy
+/// one instead of starting it again, and never retries bad input.
 pub mod exit {
     /// The run finished.
     pub const OK: i32 = 0;
@@ -192,6 +205,13 @@ pub mod exit {
     pub const FAILED: i32 = 1;
     /// The input was refused before anything was recorded: retrying cannot help.
     pub const BAD_INPUT: i32 = 2;
+    /// The run is being trained by another live process (it holds the run's lease);
+    /// nothing was changed. A launcher watches that process instead of starting one.
+    pub const BUSY: i32 = 73;
+    /// An I/O failure (EX_IOERR: disk full, permission, quota); the run recorded its
+    /// failure when it could. Often transient (a full scratch disk gets cleaned), so
+    /// launchers retry it after a pause.
+    pub const IO_FAILED: i32 = 74;
     /// Stopped by a signal after checkpointing (EX_TEMPFAIL): requeue to resume.
     pub const PREEMPTED: i32 = 75;
 }

@@ -240,6 +240,34 @@ pub fn checkpoint_path(dir: &Path, step: u64) -> PathBuf {
     dir.join(format!("{step:07}.safetensors"))
 }
 
+/// Removes what checkpoint saves killed mid-write left in `dir`: the hidden temporary
+/// siblings (`.0001000.safetensors.tmp-PID-N`) that [`write_safetensors_atomic`]
+/// writes before its rename. A failed save removes its own; a killed one cannot, and
+/// each is as large as a checkpoint while no listing shows it. Only the folder's one
+/// writer (a run's lease holder) may call this: a save in progress elsewhere would
+/// lose its temporary. Returns the files removed; a missing folder has none.
+pub fn remove_temporaries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".safetensors.tmp-") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed.push(entry.path()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
 /// Training checkpoints in `dir`, oldest first (by step parsed from the name; stray files and
 /// temporaries are ignored).
 pub fn list_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
@@ -254,4 +282,32 @@ pub fn list_checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
         .collect();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_of_killed_saves_are_removed_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("ditbench-ckpt-tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(remove_temporaries(&dir).unwrap().is_empty(), "no folder, nothing to remove");
+        std::fs::create_dir_all(&dir).unwrap();
+        // What a save writes first, named as ditbench_common::temp_sibling names it.
+        let tmp = ditbench_common::temp_sibling(&checkpoint_path(&dir, 1000));
+        let keep = ["0000500.safetensors", "0001000.safetensors", "notes.txt", ".hidden"];
+        for name in keep {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        std::fs::write(&tmp, b"half a checkpoint").unwrap();
+        assert_eq!(remove_temporaries(&dir).unwrap(), vec![tmp.clone()]);
+        assert!(!tmp.exists());
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, [".hidden", "0000500.safetensors", "0001000.safetensors", "notes.txt"]);
+        assert_eq!(list_checkpoints(&dir).len(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

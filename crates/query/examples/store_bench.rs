@@ -12,15 +12,28 @@
 //!
 //! Queries (median of `reps`, each opening the store afresh like a CLI call):
 //! * min FID per (model, patch) over all runs, from the evals tables (scans every run's
-//!   evals.parquet) and from the registry summaries;
+//!   evals.parquet) and from the summaries;
 //! * the loss curve of one run through SQL over `metrics`, and through the track API
 //!   (`read_run`, the analogue of MLflow's get_metric_history).
+//!
+//! The index (medians too; `reps` for the cheap ones, fewer for the rebuild):
+//! * reindex from nothing: the index file deleted, then `Index::open` + `rebuild`,
+//!   which reads every run folder;
+//! * `Index::open` of an existing index, and a refresh with nothing changed: together
+//!   what every `RunStore::open` pays;
+//! * a refresh after one run changed (its params.json rewritten with the same
+//!   parameters), target < 50 ms, and `RunStore::open` after one run changed;
+//! * building the `evals_all` table without running it: the cheap check of every
+//!   run's evals.parquet (PAR1 magic at the start, footer read) that keeps a damaged
+//!   file from failing the query, against reading only the PAR1 magic at both ends.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use ditbench_query::RunStore;
-use ditbench_track::{read_run, EvalRow, RunSpec, Status, StatusChange, Store};
+use ditbench_track::{
+    index_location, read_run, EvalRow, Index, RunSpec, Status, StatusChange, Store,
+};
 
 struct Args {
     runs: usize,
@@ -248,6 +261,8 @@ fn queries(
         n
     })?;
 
+    let index_ms = index_timings(a, &root)?;
+
     let size: u64 = dir_size(&root);
     println!("store size: {:.1} MB", size as f64 / 1e6);
     if let Some(j) = &a.json {
@@ -269,10 +284,166 @@ fn queries(
                 .collect::<Vec<_>>()
                 .join(", "),
         );
+        s.push_str("}, \"index_ms\": {");
+        s.push_str(
+            &index_ms
+                .iter()
+                .map(|(l, m)| format!("\"{l}\": {m:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         s.push_str("}}\n");
         std::fs::write(j, s)?;
     }
     Ok(())
+}
+
+/// The index: reindex from nothing, refresh (nothing changed, one run changed), and
+/// the per-file check the metric tables do before scanning.
+fn index_timings(
+    a: &Args,
+    root: &std::path::Path,
+) -> Result<Vec<(String, f64)>, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    let mut report = |label: &str, v: Vec<f64>, what: String| {
+        let m = median_ms(v.clone());
+        println!(
+            "index {label}: median {m:.2} ms over {} reps ({what})",
+            v.len()
+        );
+        out.push((label.to_string(), m));
+    };
+    let location = index_location(root).path;
+    let remove_index = || {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = location.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(std::path::PathBuf::from(p));
+        }
+    };
+    let rebuild_reps = a.reps.clamp(1, 5);
+    let mut v = Vec::new();
+    let mut folders = 0;
+    for _ in 0..rebuild_reps {
+        remove_index();
+        let t = Instant::now();
+        let mut idx = Index::open(root)?;
+        folders = idx.rebuild()?.folders;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    report("reindex from nothing", v, format!("{folders} run folders"));
+
+    let mut idx = Index::open(root)?;
+    idx.refresh()?;
+    let mut v = Vec::new();
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        drop(std::hint::black_box(Index::open(root)?));
+        v.push(t.elapsed().as_secs_f64());
+    }
+    report(
+        "Index::open of an existing index, no refresh",
+        v,
+        "connection and checks".into(),
+    );
+    let mut v = Vec::new();
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        let r = idx.refresh()?;
+        v.push(t.elapsed().as_secs_f64());
+        assert_eq!(r.read, 0);
+    }
+    report(
+        "refresh, nothing changed",
+        v,
+        format!("{folders} run folders stat'ed"),
+    );
+
+    // One run changed: its params.json rewritten (same parameters, new file), as a
+    // status change or a new summary would be.
+    let store = Store::open(root)?;
+    let runs = idx.runs(None)?;
+    let touch = |idx: &Index, k: usize| -> Result<(), Box<dyn std::error::Error>> {
+        let id = &runs[(k * 7919) % runs.len()].id;
+        let params: Vec<(String, ditbench_track::ParamValue)> = idx
+            .params(Some(id))?
+            .into_iter()
+            .map(|p| (p.key, p.value))
+            .collect();
+        store.set_params(id, &params)?;
+        Ok(())
+    };
+    let mut v = Vec::new();
+    for k in 0..a.reps {
+        touch(&idx, k)?;
+        let t = Instant::now();
+        let r = idx.refresh()?;
+        v.push(t.elapsed().as_secs_f64());
+        assert_eq!(r.read, 1);
+    }
+    report(
+        "refresh after one run changed",
+        v,
+        "1 run folder read again".into(),
+    );
+    let mut v = Vec::new();
+    for k in 0..a.reps {
+        touch(&idx, a.reps + k)?;
+        let t = Instant::now();
+        let rs = RunStore::open(root, None)?;
+        v.push(t.elapsed().as_secs_f64());
+        assert_eq!(rs.runs().len(), runs.len());
+    }
+    report(
+        "RunStore::open after one run changed",
+        v,
+        "one refresh, runs listed".into(),
+    );
+
+    // The check before a scan: every evals.parquet's magic and footer.
+    let rs = RunStore::open(root, None)?;
+    let mut v = Vec::new();
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        drop(std::hint::black_box(rs.table("evals_all")?));
+        v.push(t.elapsed().as_secs_f64());
+    }
+    assert!(rs.take_warnings().is_empty());
+    report(
+        "evals_all table built, not run (footer check of each file)",
+        v,
+        format!("{} files", runs.len()),
+    );
+    let files: Vec<std::path::PathBuf> = runs
+        .iter()
+        .map(|r| root.join(&r.sweep).join(&r.id).join("evals.parquet"))
+        .collect();
+    let mut v = Vec::new();
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        let ok = files.iter().filter(|p| par1_at_both_ends(p)).count();
+        v.push(t.elapsed().as_secs_f64());
+        assert_eq!(ok, files.len());
+    }
+    report(
+        "PAR1 magic at both ends only",
+        v,
+        format!("{} files", files.len()),
+    );
+    Ok(out)
+}
+
+fn par1_at_both_ends(p: &std::path::Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
+    let (mut head, mut tail) = ([0u8; 4], [0u8; 8]);
+    f.read_exact(&mut head).is_ok()
+        && f.seek(SeekFrom::End(-8)).is_ok()
+        && f.read_exact(&mut tail).is_ok()
+        && &head == b"PAR1"
+        && &tail[4..] == b"PAR1"
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {

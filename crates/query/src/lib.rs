@@ -1,7 +1,9 @@
 //! # ditbench-query: the run store's reading side
 //!
 //! Polars SQL over a run store written by `ditbench-track`. Nothing here writes to the
-//! store: the registry is opened read-only and segments are read, never compacted.
+//! run folders: runs, parameters, events and summaries come from the store's derived
+//! index (refreshed once when a [`RunStore`] opens), metric and eval rows from the
+//! run folders' files, which are read and never compacted.
 //!
 //! ## Tables
 //!
@@ -10,14 +12,24 @@
 //! | `runs` | run | run_id, sweep, model, patch, n_params, gflops, status, attempt, host, device, git_commit, git_dirty, created_at, started_at, ended_at, error |
 //! | `params` | run × key (long) | run_id, key, type, value (text), value_num (number or null) |
 //! | `params_wide` | run | run_id, then one typed column per parameter key |
-//! | `metrics` | metric point | run_id, step, wall_time, name, value |
-//! | `evals` | evaluation | run_id, step, wall_time, metric, value, num_samples, cfg_scale, sampler, sampling_steps, extractor |
+//! | `metrics` | metric point of the live history | run_id, step, wall_time, name, value, attempt |
+//! | `metrics_all` | metric point written | the same |
+//! | `evals` | evaluation of the live history | run_id, step, wall_time, metric, value, num_samples, cfg_scale, sampler, sampling_steps, extractor, attempt |
+//! | `evals_all` | evaluation written | the same |
 //! | `summaries` | run × metric | run_id, metric, source (metric/eval), last, last_step, min, min_step, max, max_step, count |
-//! | `events` | status change | run_id, time, status, attempt, host, message |
+//! | `events` | status change | run_id, time, status, attempt, host, device, job, from_step, message |
 //! | `sweeps` | sweep | sweep, created_at |
 //!
 //! Times are UTC datetimes (`created_at`, `started_at`, `ended_at`, `time`) except
 //! `wall_time`, which stays Unix seconds (Float64) for plotting.
+//!
+//! **One history per run.** `attempt` is the attempt that wrote a row (null in rows
+//! written before attempts were recorded). An attempt that resumed from the checkpoint
+//! of step S (its `running` event's `from_step`) recomputes the steps after S, so the
+//! rows of earlier attempts past S are superseded: `metrics` and `evals` leave them
+//! out (one row per run, step and name, as if the run had never been interrupted),
+//! `metrics_all` and `evals_all` keep every row written. `summaries` describe the live
+//! history.
 //!
 //! [`RunStore::sql`] runs one query: `SELECT`, `WITH … SELECT`, `UNION`/`INTERSECT`/
 //! `EXCEPT`, `VALUES`, or `SHOW TABLES`, over these tables and the CTEs it defines.
@@ -28,9 +40,13 @@
 //! has `run_id` on both sides or `min(e.value)`, are passed to Polars as that item's
 //! position, which Polars resolves where the expression itself fails (groupby.rs).
 //!
-//! `metrics` and `evals` read each run's Parquet files lazily (only the tables a query
-//! names are built); runs still being written, or killed before compaction, are read
-//! from their segments. A store is scoped to one sweep with [`RunStore::open`]'s `sweep`.
+//! The metric and eval tables read each run's Parquet files lazily (only the tables a
+//! query names are built); runs still being written, or killed before compaction, are
+//! read from their segments. Damage stays local: a run whose Parquet file or segments
+//! cannot be read is left out of the tables that need them, and a damaged run folder
+//! out of the index, each with a warning ([`RunStore::take_warnings`]) naming the file;
+//! the other runs answer. A store is scoped to one sweep with [`RunStore::open`]'s
+//! `sweep`.
 //!
 //! ```no_run
 //! let rs = ditbench_query::RunStore::open("experiments".as_ref(), None)?;
@@ -57,7 +73,7 @@ pub use output::{format_table, write_output, OutputFormat};
 pub use polars::prelude::{DataFrame, LazyFrame};
 pub use tables::{TableInfo, TABLES};
 
-use ditbench_track::{RunRecord, Store};
+use ditbench_track::{Index, RunRecord, Store};
 
 /// Errors of the reading side.
 #[derive(Debug, thiserror::Error)]
@@ -131,11 +147,18 @@ fn table_names() -> String {
 /// Result with [`QueryError`].
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
-/// A read-only view of a run store, optionally scoped to one sweep.
+/// Per run, the last live step of each superseded attempt (see `tables::live_bounds`).
+type Bounds = std::collections::HashMap<String, std::collections::BTreeMap<i64, i64>>;
+
+/// A read-only view of a run store, optionally scoped to one sweep. Opening it
+/// refreshes the store's index once and lists the runs in scope; the tables read the
+/// index as it is then (no refresh of their own) and the run folders' files.
 pub struct RunStore {
     store: Store,
+    index: Index,
     sweep: Option<String>,
     runs: Vec<RunRecord>,
+    bounds: std::cell::OnceCell<Bounds>,
     warnings: std::cell::RefCell<Vec<String>>,
 }
 
@@ -173,11 +196,14 @@ pub struct RunDetails {
 
 impl RunStore {
     /// Opens the store at `root` read-only; with `sweep`, every table holds only that
-    /// sweep's runs.
+    /// sweep's runs. Brings the store's index up to date, once: the tables do not
+    /// refresh it again (each refresh stats every run folder's record files).
     pub fn open(root: &Path, sweep: Option<&str>) -> Result<RunStore> {
         let store = Store::open_read_only(root)?;
+        let mut index = Index::open(store.root())?;
+        index.refresh()?;
         if let Some(s) = sweep {
-            let sweeps = store.sweeps()?;
+            let sweeps = index.sweeps()?;
             if !sweeps.iter().any(|r| r.name == s) {
                 let known: Vec<_> = sweeps.into_iter().map(|r| r.name).collect();
                 return Err(QueryError::UnknownSweep {
@@ -190,12 +216,21 @@ impl RunStore {
                 });
             }
         }
-        let runs = store.runs(sweep)?;
+        let runs = index.runs(sweep)?;
+        let mut warnings = index.warnings()?;
+        if let Some(s) = sweep {
+            // The index's warnings name the run folder's path: keep this sweep's.
+            let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+            let prefix = format!("{}{}", abs.join(s).display(), std::path::MAIN_SEPARATOR);
+            warnings.retain(|w| w.contains(&prefix));
+        }
         Ok(RunStore {
             store,
+            index,
             sweep: sweep.map(str::to_string),
             runs,
-            warnings: Default::default(),
+            bounds: Default::default(),
+            warnings: std::cell::RefCell::new(warnings),
         })
     }
 
@@ -209,33 +244,56 @@ impl RunStore {
         &self.runs
     }
 
-    /// Warnings collected while reading (truncated or damaged segments), drained.
+    /// Warnings collected while reading, drained: run folders the index left out,
+    /// runs left out of a table because a file cannot be read, truncated or damaged
+    /// segments. Each is given once.
     pub fn take_warnings(&self) -> Vec<String> {
-        std::mem::take(&mut self.warnings.borrow_mut())
+        let mut seen = std::collections::HashSet::new();
+        let mut all = std::mem::take(&mut *self.warnings.borrow_mut());
+        all.retain(|w| seen.insert(w.clone()));
+        all
+    }
+
+    /// The run table `name` (see `tables::run_table_kind`) over `runs`: the runs in
+    /// scope (their live bounds are read once and kept), or the few a pruned query
+    /// names.
+    fn run_table(&self, runs: &[RunRecord], name: &str) -> Result<LazyFrame> {
+        let (table, live) = tables::run_table_kind(name).expect("a run table");
+        let few;
+        let bounds = match live {
+            false => None,
+            true if runs.len() == self.runs.len() => Some(match self.bounds.get() {
+                Some(b) => b,
+                None => {
+                    let b = tables::live_bounds(&self.index, runs)?;
+                    self.bounds.get_or_init(|| b)
+                }
+            }),
+            true => {
+                few = tables::live_bounds(&self.index, runs)?;
+                Some(&few)
+            }
+        };
+        let (lf, w) = tables::run_table(&self.store, runs, table, bounds)?;
+        self.warnings.borrow_mut().extend(w);
+        Ok(lf)
     }
 
     /// One table as a lazy frame.
     pub fn table(&self, name: &str) -> Result<LazyFrame> {
         let lf = match name {
             "runs" => tables::runs_frame(&self.runs)?.lazy(),
-            "params" => tables::params_long(&self.store, &self.runs)?.lazy(),
-            "params_wide" => tables::params_wide(&self.store, &self.runs)?.lazy(),
+            "params" => tables::params_long(&self.index, &self.runs)?.lazy(),
+            "params_wide" => tables::params_wide(&self.index, &self.runs)?.lazy(),
             "summaries" => {
-                let (df, w) = tables::summaries(&self.store, &self.runs)?;
+                let (df, w) = tables::summaries(&self.store, &self.index, &self.runs)?;
                 self.warnings.borrow_mut().extend(w);
                 df.lazy()
             }
-            "events" => tables::events(&self.store, &self.runs)?.lazy(),
-            "sweeps" => tables::sweeps(&self.store, self.sweep.as_deref())?.lazy(),
-            "metrics" | "evals" => {
-                let table = if name == "metrics" {
-                    ditbench_track::Table::Metrics
-                } else {
-                    ditbench_track::Table::Evals
-                };
-                let (lf, w) = tables::run_table(&self.store, &self.runs, table)?;
-                self.warnings.borrow_mut().extend(w);
-                lf
+            "events" => tables::events(&self.index, &self.runs)?.lazy(),
+            "sweeps" => tables::sweeps(&self.index, self.sweep.as_deref())?.lazy(),
+            run_table if tables::run_table_kind(run_table).is_some() => {
+                self.run_table(&self.runs, run_table)?
             }
             other => {
                 return Err(QueryError::UnknownTable {
@@ -252,7 +310,7 @@ impl RunStore {
         let mut out = String::from("tables and columns:\n");
         for t in TABLES {
             let cols = if t.name == "params_wide" {
-                match tables::params_wide(&self.store, &self.runs) {
+                match tables::params_wide(&self.index, &self.runs) {
                     Ok(df) => df
                         .schema()
                         .iter()
@@ -317,14 +375,7 @@ impl RunStore {
                     .filter(|r| ids.contains(&r.id))
                     .cloned()
                     .collect();
-                let t = if table == "metrics" {
-                    ditbench_track::Table::Metrics
-                } else {
-                    ditbench_track::Table::Evals
-                };
-                let (lf, w) = tables::run_table(&self.store, &runs, t)?;
-                self.warnings.borrow_mut().extend(w);
-                ctx.register(&name, lf);
+                ctx.register(&name, self.run_table(&runs, table)?);
             } else {
                 let lf = self.table(&lower)?;
                 ctx.register(&name, lf);
@@ -345,7 +396,7 @@ impl RunStore {
             s.parse::<ditbench_track::Status>()?;
         }
         let runs = tables::runs_frame(&self.runs)?;
-        let wide = tables::params_wide(&self.store, &self.runs)?;
+        let wide = tables::params_wide(&self.index, &self.runs)?;
         let joined = tables::join_params(runs, wide)?;
         let mut ctx = SQLContext::new();
         ctx.register("runs", joined.lazy());
@@ -382,9 +433,9 @@ impl RunStore {
         let dir = self.store.run_dir(&run.sweep, &run.id);
         let config = std::fs::read_to_string(dir.join("config.toml")).ok();
         let one = std::slice::from_ref(&run);
-        let params = tables::params_long(&self.store, one)?.drop_many(["run_id"]);
-        let events = tables::events(&self.store, one)?.drop_many(["run_id"]);
-        let (summaries, mut notes) = tables::summaries(&self.store, one)?;
+        let params = tables::params_long(&self.index, one)?.drop_many(["run_id"]);
+        let events = tables::events(&self.index, one)?.drop_many(["run_id"]);
+        let (summaries, mut notes) = tables::summaries(&self.store, &self.index, one)?;
         let summaries = summaries.drop_many(["run_id"]);
         if ditbench_track::segments::has_segments(&dir)? {
             notes.push("this run has segments that are not compacted yet (running, or killed: the next writer compacts them)".into());
@@ -412,7 +463,7 @@ impl RunStore {
             ditbench_track::validate_id("run id", id)?;
             runs.push(self.run_record(id)?.clone());
         }
-        tables::compare(&self.store, &runs)
+        tables::compare(&self.store, &self.index, &runs)
     }
 }
 

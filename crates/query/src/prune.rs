@@ -4,11 +4,12 @@
 //! for files it does not need.
 //!
 //! The rule is deliberately narrow, so that it can never change a result: the statement
-//! is one plain `SELECT` (no CTE, no set operation) whose `FROM` is exactly one
-//! `metrics` or `evals` table without joins, the table is named nowhere else in the
-//! statement (not even in a subquery), and a top-level `AND` term of its `WHERE` is
-//! `run_id = '<id>'` or `run_id IN ('<id>', …)`. Every row of the result then belongs
-//! to those runs, so reading only their files gives the same answer.
+//! is one plain `SELECT` (no CTE, no set operation) whose `FROM` is exactly one of
+//! `metrics`, `evals`, `metrics_all` and `evals_all`, without joins, the table is named
+//! nowhere else in the statement (not even in a subquery), and a top-level `AND` term
+//! of its `WHERE` is `run_id = '<id>'` or `run_id IN ('<id>', …)`. Every row of the
+//! result then belongs to those runs, so reading only their files gives the same
+//! answer (which rows of a run are live depends on that run's events alone).
 
 use sqlparser::ast::{BinaryOperator, Expr, SetExpr, Statement, TableFactor, Value};
 use sqlparser::dialect::GenericDialect;
@@ -45,9 +46,7 @@ pub(crate) fn run_filter(sql: &str) -> Option<(String, Vec<String>)> {
         return None;
     };
     let table = part.as_ident()?.value.to_ascii_lowercase();
-    if table != "metrics" && table != "evals" {
-        return None;
-    }
+    crate::tables::run_table_kind(&table)?;
     let qualifier = alias
         .as_ref()
         .map(|a| a.name.value.to_ascii_lowercase())

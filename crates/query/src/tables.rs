@@ -1,11 +1,13 @@
-//! Building the SQL tables from the registry and the run folders.
+//! Building the SQL tables from the store's index and the run folders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
 
 use polars::prelude::*;
 
 use ditbench_track::segments::summarize;
-use ditbench_track::{read_run, ParamValue, RunRecord, Store, Table};
+use ditbench_track::{live_through, read_run, Index, ParamValue, RunRecord, Store, Table};
 
 use crate::Result;
 
@@ -17,6 +19,31 @@ pub struct TableInfo {
     /// Columns with a short type name.
     pub columns: &'static [(&'static str, &'static str)],
 }
+
+/// Columns of `metrics` and `metrics_all`.
+const METRIC_COLUMNS: &[(&str, &str)] = &[
+    ("run_id", "str"),
+    ("step", "i64"),
+    ("wall_time", "f64"),
+    ("name", "str"),
+    ("value", "f64"),
+    ("attempt", "i64"),
+];
+
+/// Columns of `evals` and `evals_all`.
+const EVAL_COLUMNS: &[(&str, &str)] = &[
+    ("run_id", "str"),
+    ("step", "i64"),
+    ("wall_time", "f64"),
+    ("metric", "str"),
+    ("value", "f64"),
+    ("num_samples", "i64"),
+    ("cfg_scale", "f64"),
+    ("sampler", "str"),
+    ("sampling_steps", "i64"),
+    ("extractor", "str"),
+    ("attempt", "i64"),
+];
 
 /// All tables.
 pub const TABLES: &[TableInfo] = &[
@@ -57,28 +84,19 @@ pub const TABLES: &[TableInfo] = &[
     },
     TableInfo {
         name: "metrics",
-        columns: &[
-            ("run_id", "str"),
-            ("step", "i64"),
-            ("wall_time", "f64"),
-            ("name", "str"),
-            ("value", "f64"),
-        ],
+        columns: METRIC_COLUMNS,
+    },
+    TableInfo {
+        name: "metrics_all",
+        columns: METRIC_COLUMNS,
     },
     TableInfo {
         name: "evals",
-        columns: &[
-            ("run_id", "str"),
-            ("step", "i64"),
-            ("wall_time", "f64"),
-            ("metric", "str"),
-            ("value", "f64"),
-            ("num_samples", "i64"),
-            ("cfg_scale", "f64"),
-            ("sampler", "str"),
-            ("sampling_steps", "i64"),
-            ("extractor", "str"),
-        ],
+        columns: EVAL_COLUMNS,
+    },
+    TableInfo {
+        name: "evals_all",
+        columns: EVAL_COLUMNS,
     },
     TableInfo {
         name: "summaries",
@@ -103,6 +121,9 @@ pub const TABLES: &[TableInfo] = &[
             ("status", "str"),
             ("attempt", "i64"),
             ("host", "str"),
+            ("device", "str"),
+            ("job", "str"),
+            ("from_step", "i64"),
             ("message", "str"),
         ],
     },
@@ -193,12 +214,12 @@ fn in_scope(runs: &[RunRecord]) -> std::collections::HashSet<&str> {
     runs.iter().map(|r| r.id.as_str()).collect()
 }
 
-/// The registry's params rows for the runs in scope (one query; filtered here).
-fn param_rows(store: &Store, runs: &[RunRecord]) -> Result<Vec<ditbench_track::ParamRow>> {
+/// The index's params rows for the runs in scope (one query; filtered here).
+fn param_rows(index: &Index, runs: &[RunRecord]) -> Result<Vec<ditbench_track::ParamRow>> {
     let rows = if runs.len() == 1 {
-        store.params(Some(&runs[0].id))?
+        index.params(Some(&runs[0].id))?
     } else {
-        store.params(None)?
+        index.params(None)?
     };
     let scope = in_scope(runs);
     Ok(rows
@@ -207,8 +228,8 @@ fn param_rows(store: &Store, runs: &[RunRecord]) -> Result<Vec<ditbench_track::P
         .collect())
 }
 
-pub(crate) fn params_long(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
-    let rows = param_rows(store, runs)?;
+pub(crate) fn params_long(index: &Index, runs: &[RunRecord]) -> Result<DataFrame> {
+    let rows = param_rows(index, runs)?;
     frame(vec![
         col(
             "run_id",
@@ -233,8 +254,8 @@ pub(crate) fn params_long(store: &Store, runs: &[RunRecord]) -> Result<DataFrame
     ])
 }
 
-pub(crate) fn params_wide(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
-    let rows = param_rows(store, runs)?;
+pub(crate) fn params_wide(index: &Index, runs: &[RunRecord]) -> Result<DataFrame> {
+    let rows = param_rows(index, runs)?;
     let index: std::collections::HashMap<&str, usize> = runs
         .iter()
         .enumerate()
@@ -315,17 +336,22 @@ pub(crate) fn join_params(runs: DataFrame, wide: DataFrame) -> Result<DataFrame>
     frame(cols)
 }
 
-pub(crate) fn events(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
+/// The status changes of the runs in scope (one query; filtered here).
+fn event_rows(index: &Index, runs: &[RunRecord]) -> Result<Vec<ditbench_track::Event>> {
     let ev = if runs.len() == 1 {
-        store.events(Some(&runs[0].id))?
+        index.events(Some(&runs[0].id))?
     } else {
-        store.events(None)?
+        index.events(None)?
     };
     let scope = in_scope(runs);
-    let ev: Vec<_> = ev
+    Ok(ev
         .into_iter()
         .filter(|e| scope.contains(e.run_id.as_str()))
-        .collect();
+        .collect())
+}
+
+pub(crate) fn events(index: &Index, runs: &[RunRecord]) -> Result<DataFrame> {
+    let ev = event_rows(index, runs)?;
     frame(vec![
         col(
             "run_id",
@@ -342,14 +368,40 @@ pub(crate) fn events(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
             ev.iter().map(|e| e.host.clone()).collect::<Vec<_>>(),
         ),
         col(
+            "device",
+            ev.iter().map(|e| e.device.clone()).collect::<Vec<_>>(),
+        ),
+        col("job", ev.iter().map(|e| e.job.clone()).collect::<Vec<_>>()),
+        col(
+            "from_step",
+            ev.iter().map(|e| e.from_step).collect::<Vec<_>>(),
+        ),
+        col(
             "message",
             ev.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
         ),
     ])
 }
 
-pub(crate) fn sweeps(store: &Store, only: Option<&str>) -> Result<DataFrame> {
-    let sw: Vec<_> = store
+/// Per run in scope, the last live step of each attempt a later resume superseded
+/// (see `ditbench_track::live_through`); runs where nothing was superseded are absent.
+pub(crate) fn live_bounds(
+    index: &Index,
+    runs: &[RunRecord],
+) -> Result<HashMap<String, BTreeMap<i64, i64>>> {
+    let mut by_run: HashMap<String, Vec<ditbench_track::Event>> = HashMap::new();
+    for e in event_rows(index, runs)? {
+        by_run.entry(e.run_id.clone()).or_default().push(e);
+    }
+    Ok(by_run
+        .into_iter()
+        .map(|(id, ev)| (id, live_through(&ev)))
+        .filter(|(_, b)| !b.is_empty())
+        .collect())
+}
+
+pub(crate) fn sweeps(index: &Index, only: Option<&str>) -> Result<DataFrame> {
+    let sw: Vec<_> = index
         .sweeps()?
         .into_iter()
         .filter(|s| only.is_none_or(|o| o == s.name))
@@ -366,10 +418,16 @@ pub(crate) fn sweeps(store: &Store, only: Option<&str>) -> Result<DataFrame> {
     ])
 }
 
-/// Whether a run folder may hold segments: a cheap check (one directory listing)
-/// done for every run before the exact one.
-fn may_have_segments(dir: &std::path::Path) -> bool {
+/// Whether a run folder may hold segments: a cheap check (two stats) done for every
+/// run before the exact one.
+fn may_have_segments(dir: &Path) -> bool {
     Table::ALL.iter().any(|t| t.segment_dir(dir).is_dir())
+}
+
+/// Whether a run has segments not compacted yet. A folder that cannot be listed
+/// counts as pending, so that `read_run` reports what is wrong with it.
+fn is_pending(dir: &Path) -> bool {
+    may_have_segments(dir) && ditbench_track::segments::has_segments(dir).unwrap_or(true)
 }
 
 fn summaries_frame(s: &[ditbench_track::Summary]) -> Result<DataFrame> {
@@ -399,23 +457,37 @@ fn summaries_frame(s: &[ditbench_track::Summary]) -> Result<DataFrame> {
     ])
 }
 
-/// Registry summaries, with runs that have uncompacted segments summarised from
-/// their current data instead. Returns the frame and read warnings.
-pub(crate) fn summaries(store: &Store, runs: &[RunRecord]) -> Result<(DataFrame, Vec<String>)> {
+/// The summaries the runs' writers stored (through the index), except for runs with
+/// uncompacted segments, which are summarised here from their live history (their
+/// stored summaries predate those rows). Returns the frame and read warnings.
+pub(crate) fn summaries(
+    store: &Store,
+    index: &Index,
+    runs: &[RunRecord],
+) -> Result<(DataFrame, Vec<String>)> {
     let mut warnings = Vec::new();
-    let mut live = std::collections::HashMap::new();
+    let mut live = HashMap::new();
     for r in runs {
         let dir = store.run_dir(&r.sweep, &r.id);
-        if may_have_segments(&dir) && ditbench_track::segments::has_segments(&dir)? {
-            let data = read_run(&dir)?;
-            warnings.extend(data.warnings.iter().cloned());
-            live.insert(r.id.as_str(), summarize(&r.id, &data));
+        if !is_pending(&dir) {
+            continue;
+        }
+        match read_run(&dir) {
+            Ok(data) => {
+                warnings.extend(data.warnings.iter().cloned());
+                let bounds = pending_bounds(store, &r.id, || Ok(live_through(&index.events(Some(&r.id))?)))?;
+                live.insert(r.id.as_str(), summarize(&r.id, &data.live(&bounds)));
+            }
+            Err(e) => warnings.push(format!(
+                "run {}: its rows cannot be read ({e}); its summaries are those its last writer stored",
+                r.id
+            )),
         }
     }
     let all = if runs.len() == 1 {
-        store.summaries(Some(&runs[0].id))?
+        index.summaries(Some(&runs[0].id))?
     } else {
-        store.summaries(None)?
+        index.summaries(None)?
     };
     let scope = in_scope(runs);
     let mut rows: Vec<_> = all
@@ -431,24 +503,60 @@ pub(crate) fn summaries(store: &Store, runs: &[RunRecord]) -> Result<(DataFrame,
     Ok((summaries_frame(&rows)?, warnings))
 }
 
-fn empty_frame(table: Table) -> Result<DataFrame> {
-    let info = TABLES
+/// The live bounds of a run with pending segments, from its event log read after its
+/// rows: every attempt that wrote a row already read has its `running` event there, so
+/// a resume that began meanwhile cannot leave superseded rows looking live. When the
+/// log cannot be read, `indexed` (the index's copy of it) decides.
+fn pending_bounds(
+    store: &Store,
+    run_id: &str,
+    indexed: impl FnOnce() -> Result<BTreeMap<i64, i64>>,
+) -> Result<BTreeMap<i64, i64>> {
+    match store.run_events(run_id) {
+        Ok(events) => Ok(live_through(&events)),
+        Err(_) => indexed(),
+    }
+}
+
+/// The four tables read from the run folders: `metrics`, `evals` (the live history)
+/// and `metrics_all`, `evals_all` (every row written). Gives the files they read and
+/// whether rows superseded by a resume are dropped.
+pub(crate) fn run_table_kind(name: &str) -> Option<(Table, bool)> {
+    match name {
+        "metrics" => Some((Table::Metrics, true)),
+        "metrics_all" => Some((Table::Metrics, false)),
+        "evals" => Some((Table::Evals, true)),
+        "evals_all" => Some((Table::Evals, false)),
+        _ => None,
+    }
+}
+
+fn dtype_of(ty: &str) -> DataType {
+    match ty {
+        "i64" => DataType::Int64,
+        "f64" => DataType::Float64,
+        _ => DataType::String,
+    }
+}
+
+fn table_info(table: Table) -> &'static TableInfo {
+    TABLES
         .iter()
         .find(|t| t.name == table.name())
-        .expect("known table");
-    let cols = info
+        .expect("known table")
+}
+
+/// The schema every part of a run table has (the columns in [`TABLES`]).
+fn run_table_schema(table: Table) -> Schema {
+    table_info(table)
         .columns
         .iter()
-        .map(|(n, ty)| {
-            let dt = match *ty {
-                "i64" => DataType::Int64,
-                "f64" => DataType::Float64,
-                _ => DataType::String,
-            };
-            Column::new_empty((*n).into(), &dt)
-        })
-        .collect();
-    frame(cols)
+        .map(|(n, ty)| Field::new((*n).into(), dtype_of(ty)))
+        .collect()
+}
+
+fn empty_frame(table: Table) -> Result<DataFrame> {
+    Ok(DataFrame::empty_with_schema(&run_table_schema(table)))
 }
 
 fn pending_frame(run_id: &str, data: &ditbench_track::RunData, table: Table) -> Result<DataFrame> {
@@ -461,6 +569,7 @@ fn pending_frame(run_id: &str, data: &ditbench_track::RunData, table: Table) -> 
                 col("wall_time", m.wall_time.clone()),
                 col("name", m.name.clone()),
                 col("value", m.value.clone()),
+                col("attempt", m.attempt.clone()),
             ])
         }
         Table::Evals => {
@@ -476,44 +585,188 @@ fn pending_frame(run_id: &str, data: &ditbench_track::RunData, table: Table) -> 
                 col("sampler", e.sampler.clone()),
                 col("sampling_steps", e.sampling_steps.clone()),
                 col("extractor", e.extractor.clone()),
+                col("attempt", e.attempt.clone()),
             ])
         }
     }
 }
 
-/// `metrics` or `evals` over the runs in scope: compacted runs are scanned from
-/// Parquet lazily; runs with pending segments are read through the track crate.
+const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+
+/// Why a table's Parquet file cannot be scanned (`None`: it can). Polars fails a whole
+/// multi-file scan on one bad file, so each file is checked first: the `PAR1` magic at
+/// its start, then its footer (end magic, footer length, metadata), which Polars reads
+/// from the end of the file (one read of at most 64 KiB), and its columns, which must
+/// be the table's, `attempt` excepted (files written before attempts were recorded).
+/// Damage inside the data pages is not found here; it fails the query.
+fn parquet_damage(path: &Path, table: Table) -> Option<String> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("cannot be opened ({e})")),
+    };
+    let mut head = [0u8; 4];
+    if file.read_exact(&mut head).is_err() || &head != PARQUET_MAGIC {
+        return Some("is not a Parquet file (no PAR1 magic at its start)".into());
+    }
+    let schema = match ParquetReader::new(file).schema() {
+        Ok(s) => s,
+        Err(e) => return Some(format!("has an unreadable footer ({e})")),
+    };
+    let expected = table_info(table).columns;
+    let found: Vec<(&str, &ArrowDataType)> = schema
+        .iter_values()
+        .map(|f| (f.name.as_str(), f.dtype()))
+        .collect();
+    let fits = |cols: &[(&str, &str)]| {
+        cols.len() == found.len()
+            && cols.iter().zip(&found).all(|((n, ty), (fname, fty))| {
+                n == fname
+                    && match *ty {
+                        "i64" => matches!(fty, ArrowDataType::Int64),
+                        "f64" => matches!(fty, ArrowDataType::Float64),
+                        _ => matches!(
+                            fty,
+                            ArrowDataType::Utf8
+                                | ArrowDataType::LargeUtf8
+                                | ArrowDataType::Utf8View
+                        ),
+                    }
+            })
+    };
+    let without_attempt = &expected[..expected.len() - 1];
+    if fits(expected) || fits(without_attempt) {
+        None
+    } else {
+        let cols: Vec<String> = found.iter().map(|(n, t)| format!("{n}: {t:?}")).collect();
+        Some(format!(
+            "has columns [{}], not the {} table's",
+            cols.join(", "),
+            table.name()
+        ))
+    }
+}
+
+/// A run table (see [`run_table_kind`]) over the runs in scope. Compacted runs are
+/// scanned from Parquet lazily; those whose history a resume rewound are joined with
+/// a small (run_id, attempt, live_through) frame and filtered; runs with pending
+/// segments are read through the track crate (and their bounds from their event log,
+/// see [`pending_bounds`]). A run whose files cannot be read is left out of the table,
+/// with a warning naming the file; the others answer. `bounds`: [`live_bounds`] of the
+/// runs for the live tables, `None` for the `_all` tables.
 pub(crate) fn run_table(
     store: &Store,
     runs: &[RunRecord],
     table: Table,
+    bounds: Option<&HashMap<String, BTreeMap<i64, i64>>>,
 ) -> Result<(LazyFrame, Vec<String>)> {
-    let mut files: Vec<PlRefPath> = Vec::new();
+    let none = BTreeMap::new();
+    let mut plain: Vec<PlRefPath> = Vec::new();
+    let mut rewound: Vec<PlRefPath> = Vec::new();
+    let (mut b_run, mut b_attempt, mut b_step) = (Vec::new(), Vec::new(), Vec::new());
     let mut parts: Vec<LazyFrame> = Vec::new();
     let mut warnings = Vec::new();
     for r in runs {
         let dir = store.run_dir(&r.sweep, &r.id);
-        if may_have_segments(&dir) && ditbench_track::segments::has_segments(&dir)? {
-            let data = read_run(&dir)?;
-            warnings.extend(data.warnings.iter().cloned());
-            let df = pending_frame(&r.id, &data, table)?;
-            if df.height() > 0 {
-                parts.push(df.lazy());
+        let run_bounds = bounds.and_then(|b| b.get(&r.id)).unwrap_or(&none);
+        if is_pending(&dir) {
+            match read_run(&dir) {
+                Ok(data) => {
+                    warnings.extend(data.warnings.iter().cloned());
+                    let df = match bounds {
+                        None => pending_frame(&r.id, &data, table)?,
+                        Some(_) => {
+                            let b = pending_bounds(store, &r.id, || Ok(run_bounds.clone()))?;
+                            pending_frame(&r.id, &data.live(&b), table)?
+                        }
+                    };
+                    if df.height() > 0 {
+                        parts.push(df.lazy());
+                    }
+                }
+                Err(e) => warnings.push(format!(
+                    "run {} is left out of the {} table: {e}",
+                    r.id,
+                    table.name()
+                )),
             }
             continue;
         }
         let p = table.parquet_path(&dir);
-        if p.is_file() {
-            files.push(PlRefPath::try_from_pathbuf(p)?);
+        if !p.is_file() {
+            continue;
+        }
+        if let Some(why) = parquet_damage(&p, table) {
+            warnings.push(format!(
+                "run {} is left out of the {} table: {} {why}",
+                r.id,
+                table.name(),
+                p.display()
+            ));
+            continue;
+        }
+        let p = PlRefPath::try_from_pathbuf(p)?;
+        if run_bounds.is_empty() {
+            plain.push(p);
+        } else {
+            rewound.push(p);
+            for (a, s) in run_bounds {
+                b_run.push(r.id.clone());
+                b_attempt.push(*a);
+                b_step.push(*s);
+            }
         }
     }
-    if !files.is_empty() {
+    // The scans come first, as before attempts were recorded; the explicit schema lets
+    // a file without `attempt` (an older run) be read with nulls there.
+    let scan = |files: Vec<PlRefPath>| {
         let args = ScanArgsParquet {
             glob: false,
+            schema: Some(Arc::new(run_table_schema(table))),
+            allow_missing_columns: true,
             ..Default::default()
         };
-        parts.insert(0, LazyFrame::scan_parquet_files(files.into(), args)?);
+        LazyFrame::scan_parquet_files(files.into(), args)
+    };
+    let mut scans = Vec::new();
+    if !plain.is_empty() {
+        scans.push(scan(plain)?);
     }
+    if !rewound.is_empty() {
+        let live = frame(vec![
+            col("run_id", b_run),
+            col("attempt", b_attempt),
+            col("live_through", b_step),
+        ])?;
+        let names: Vec<Expr> = table_info(table)
+            .columns
+            .iter()
+            .map(|(n, _)| polars::prelude::col(*n))
+            .collect();
+        let keys = [
+            polars::prelude::col("run_id"),
+            polars::prelude::col("attempt"),
+        ];
+        // A null attempt (a row from before attempts were recorded) matches nothing:
+        // such rows are live.
+        let lf = scan(rewound)?
+            .join(
+                live.lazy(),
+                keys.clone(),
+                keys,
+                JoinArgs {
+                    maintain_order: MaintainOrderJoin::Left,
+                    ..JoinArgs::new(JoinType::Left)
+                },
+            )
+            .filter(
+                polars::prelude::col("live_through")
+                    .is_null()
+                    .or(polars::prelude::col("step").lt_eq(polars::prelude::col("live_through"))),
+            )
+            .select(names);
+        scans.push(lf);
+    }
+    parts.splice(0..0, scans);
     let lf = match parts.len() {
         0 => empty_frame(table)?.lazy(),
         1 => parts.pop().expect("one part"),
@@ -581,7 +834,7 @@ pub(crate) fn fmt_time(t: f64) -> String {
     )
 }
 
-pub(crate) fn compare(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
+pub(crate) fn compare(store: &Store, index: &Index, runs: &[RunRecord]) -> Result<DataFrame> {
     let mut rows: Vec<String> = run_fields(&runs[0])
         .into_iter()
         .map(|(k, _)| k)
@@ -591,7 +844,7 @@ pub(crate) fn compare(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
         .iter()
         .map(|r| run_fields(r).into_iter().collect::<BTreeMap<_, _>>())
         .collect();
-    let params = param_rows(store, runs)?;
+    let params = param_rows(index, runs)?;
     let mut pkeys = std::collections::BTreeSet::new();
     for p in &params {
         let i = runs
@@ -603,7 +856,7 @@ pub(crate) fn compare(store: &Store, runs: &[RunRecord]) -> Result<DataFrame> {
         pkeys.insert(k);
     }
     rows.extend(pkeys);
-    let (sums, _) = summaries(store, runs)?;
+    let (sums, _) = summaries(store, index, runs)?;
     let mut skeys = std::collections::BTreeSet::new();
     let rid = sums.column("run_id")?.str()?.clone();
     let metric = sums.column("metric")?.str()?.clone();

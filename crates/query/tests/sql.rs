@@ -252,7 +252,9 @@ fn queries_never_write_to_the_store() {
         "params",
         "params_wide",
         "metrics",
+        "metrics_all",
         "evals",
+        "evals_all",
         "summaries",
         "events",
         "sweeps",
@@ -310,7 +312,8 @@ fn pruned_and_unpruned_queries_agree() {
     }
 }
 
-const TABLE_LIST: &str = "runs, params, params_wide, metrics, evals, summaries, events, sweeps";
+const TABLE_LIST: &str =
+    "runs, params, params_wide, metrics, metrics_all, evals, evals_all, summaries, events, sweeps";
 
 #[test]
 fn statements_other_than_a_query_are_refused_in_one_line_and_change_nothing() {

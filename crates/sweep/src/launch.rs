@@ -67,13 +67,21 @@ pub fn launch(store_path: &Path, req: &LaunchRequest, events: &mut dyn Events) -
     crate::local::check_gpus(&req.overrides.gpus)?;
     spec.launchable()?;
     let store = Store::open(store_path).map_err(|e| SweepError::OpenStore { path: store_path.display().to_string(), source: Box::new(e) })?;
-    if req.resume && !store.sweeps()?.into_iter().any(|s| s.name == spec.name) {
-        return Err(SweepError::Refused(format!(
-            "sweep `{}` is not registered in {}; start it with `ditbench sweep run {}`",
-            spec.name,
-            store_path.display(),
-            req.spec.display()
-        )));
+    // The sweep's folder, not the index: a launcher may run on a compute node, and
+    // only the commands that list and query open the store's SQLite index.
+    if req.resume {
+        match store.sweep_spec(&spec.name) {
+            Ok(_) => {}
+            Err(ditbench_track::Error::UnknownSweep(_)) => {
+                return Err(SweepError::Refused(format!(
+                    "sweep `{}` is not registered in {}; start it with `ditbench sweep run {}`",
+                    spec.name,
+                    store_path.display(),
+                    req.spec.display()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     // A resume relaunches what is registered: a changed spec is refused, never renamed.
     let reg = state::register(&store, &spec, req.new && !req.resume, req.git.clone())?;

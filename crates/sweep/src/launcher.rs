@@ -29,6 +29,9 @@ pub enum RunExit {
     Failed(String),
     /// Killed by a signal or an unexpected exit code: retried.
     Crashed(String),
+    /// An I/O failure (exit [`IO_FAILED`](ditbench_common::exit::IO_FAILED): disk full,
+    /// permission, quota): retried after a pause, as a full disk often gets cleaned.
+    IoFailed(String),
 }
 
 /// What a launch reports as it goes (the CLI prints it). Launchers that only submit
@@ -40,6 +43,10 @@ pub trait Events {
     /// The sweep is registered; `to_launch` of its runs go to `launcher`.
     fn registered(&mut self, _reg: &Registration, _to_launch: usize, _launcher: LauncherKind) {}
     fn started(&mut self, run: &PlannedRun, attempt: u32, slot: &str);
+    /// The run is being trained by another live process (`holder`, who holds its
+    /// lease): it is not started again but watched, in a slot, until that process lets
+    /// go of it; then [`ended`](Events::ended) reports how it ended.
+    fn adopted(&mut self, _run: &PlannedRun, _holder: &str) {}
     fn ended(&mut self, run: &PlannedRun, exit: &RunExit, will_retry: bool);
     /// A stop was asked for; `active` runs are asked to checkpoint and exit.
     fn stopping(&mut self, active: usize);
@@ -53,6 +60,10 @@ pub struct RunSummary {
     pub failed: Vec<String>,
     /// Not started because the sweep was stopped.
     pub not_started: Vec<String>,
+    /// Adopted runs whose process (not started by this launcher) was still training
+    /// them when the launcher stopped: on another host, where a stop cannot reach it,
+    /// or deaf to the stop.
+    pub still_running: Vec<String>,
 }
 
 /// One job handed to a batch scheduler (a Slurm array job), as recorded in

@@ -5,8 +5,19 @@
 //! sweep then forwards SIGTERM to every child, which finishes its step, checkpoints,
 //! marks itself preempted and exits with [`exit::PREEMPTED`]. A child that crashes (a
 //! signal, an unexpected exit code) is marked failed by the launcher and relaunched up
-//! to `retries` times; it resumes from its last checkpoint. Nothing a child does can
-//! stop the sweep.
+//! to `retries` times; it resumes from its last checkpoint. A child that exits with
+//! [`exit::IO_FAILED`] is relaunched the same way, after a pause
+//! ([`LocalOptions::io_retry_pause`]). Nothing a child does can stop the sweep.
+//!
+//! A run that another live process trains (it holds the run's lease: a child of a
+//! launcher that was killed, a Slurm task, a `ditbench train` typed by hand) is
+//! adopted, never started a second time: found before its start, or told by a child's
+//! [`exit::BUSY`]. It occupies a slot and is watched through its lease; once the lease
+//! is gone, the run's recorded status says how it ended, and a run still recorded as
+//! running (its process died without recording its end) counts as a crash. A stop
+//! reaches an adopted process only when it runs on this host.
+//!
+//! The launcher reads and writes run folders only, never the store's SQLite index.
 
 use std::collections::VecDeque;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -17,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ditbench_common::exit;
-use ditbench_track::{Status, StatusChange, Store};
+use ditbench_track::{LeaseInfo, Status, StatusChange, Store};
 
 use crate::launcher::{Events, LaunchReport, Launcher, LauncherKind, Overrides, RunExit, RunSummary};
 use crate::spec::{LauncherSpec, PlannedRun};
@@ -36,8 +47,23 @@ pub struct LocalOptions {
     pub gpus_per_run: usize,
     /// `--threads` for each CPU run (0: libtorch's default).
     pub threads_per_run: usize,
-    /// Relaunches after a crash.
+    /// Relaunches after a crash or an I/O failure.
     pub retries: u32,
+    /// How long a run that failed with an I/O error waits before it is relaunched.
+    pub io_retry_pause: Duration,
+}
+
+/// The variable that sets [`LocalOptions::io_retry_pause`], in seconds.
+pub const IO_RETRY_PAUSE_VAR: &str = "DITBENCH_IO_RETRY_PAUSE";
+/// The pause after an I/O failure when [`IO_RETRY_PAUSE_VAR`] is not set.
+pub const DEFAULT_IO_RETRY_PAUSE: Duration = Duration::from_secs(60);
+
+/// The pause after an I/O failure given the value of [`IO_RETRY_PAUSE_VAR`]: seconds,
+/// fractions allowed; unset or not a non-negative number: the default.
+pub fn io_retry_pause(var: Option<&str>) -> Duration {
+    var.and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(DEFAULT_IO_RETRY_PAUSE, Duration::from_secs_f64)
 }
 
 impl LocalOptions {
@@ -65,6 +91,7 @@ impl LocalOptions {
             gpus_per_run: l.gpus_per_run,
             threads_per_run: threads,
             retries: l.retries,
+            io_retry_pause: io_retry_pause(std::env::var(IO_RETRY_PAUSE_VAR).ok().as_deref()),
         }
     }
 }
@@ -106,12 +133,48 @@ impl Launcher for LocalLauncher {
     }
 }
 
+/// How often an adopted run whose process runs on another host is looked at: judging
+/// that process may ask `squeue`, which a cluster should not get every tick (its lease
+/// heartbeat only times out after minutes anyway).
+const REMOTE_POLL: Duration = Duration::from_secs(5);
+
+/// How long stopped runs have to checkpoint and exit: then this launcher's children are
+/// killed and adopted processes are no longer waited for.
+const STOP_GRACE: Duration = Duration::from_secs(300);
+
+/// The process training an active run.
+enum Proc {
+    /// Started by this launcher, in its own process group.
+    Child(Child),
+    /// Another process that holds the run's lease (`None`: it let go of it before it
+    /// could be named), watched through the lease.
+    Adopted { holder: Option<LeaseInfo>, next_poll: Instant },
+}
+
 struct Active {
-    child: Child,
+    proc: Proc,
     run: PlannedRun,
     slot: usize,
+    /// Processes of this run so far in this launch, this one included (its own and
+    /// adopted ones): what `retries` bounds.
     launches: u32,
     signalled: bool,
+}
+
+/// A run waiting for a slot.
+struct Pending {
+    run: PlannedRun,
+    launches: u32,
+    /// Not before then (a pause after an I/O failure).
+    not_before: Option<Instant>,
+}
+
+/// How an active run's process ended.
+enum End {
+    /// This launcher's child exited.
+    Exited(ExitStatus),
+    /// An adopted process let go of the run's lease (or died holding it).
+    LetGo,
 }
 
 /// Checks that every requested GPU exists (by `nvidia-smi -L`), before anything starts.
@@ -169,6 +232,9 @@ fn classify(status: ExitStatus) -> RunExit {
         (Some(exit::PREEMPTED), _) => RunExit::Preempted,
         (Some(exit::FAILED), _) => RunExit::Failed("the run failed (see its log.txt)".into()),
         (Some(exit::BAD_INPUT), _) => RunExit::Failed("the run refused its config (see its stdout.log)".into()),
+        (Some(exit::IO_FAILED), _) => {
+            RunExit::IoFailed("exited with an I/O error (code 74: disk full, permission or quota; see its stdout.log)".into())
+        }
         (Some(c), _) => RunExit::Crashed(format!("exited with code {c}")),
         (None, Some(s)) => RunExit::Crashed(format!("killed by signal {s}")),
         (None, None) => RunExit::Crashed("ended without a status".into()),
@@ -180,6 +246,105 @@ fn classify(status: ExitStatus) -> RunExit {
 /// for the whole workspace (a full rebuild of every dependency).
 pub fn signal_group(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg("--").arg(format!("-{pid}")).status();
+}
+
+/// The process group of a local process (field 5 of `/proc/<pid>/stat`).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces and parentheses.
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Sends `sig` to a process this launcher did not start: to its whole group when it
+/// leads one (a trainer started by another launcher, with its ranks), else to it alone
+/// (its group is someone else's, a shell script's say).
+fn signal_holder(holder: &LeaseInfo, sig: &str) {
+    // The pid may have been recycled since the holder was judged live.
+    let start = ditbench_track::lease::process_start(holder.pid);
+    if start.is_none() || holder.pid_start.is_some_and(|s| Some(s) != start) {
+        return;
+    }
+    if process_group(holder.pid) == Some(holder.pid) {
+        signal_group(holder.pid, sig);
+    } else {
+        let _ = Command::new("kill").arg(format!("-{sig}")).arg(holder.pid.to_string()).status();
+    }
+}
+
+/// Whether a stop can reach an active run's process: always this launcher's children,
+/// an adopted process when it runs on this host (or has let go already).
+fn reachable(a: &Active, here: &str) -> bool {
+    match &a.proc {
+        Proc::Child(_) | Proc::Adopted { holder: None, .. } => true,
+        Proc::Adopted { holder: Some(h), .. } => h.host == here,
+    }
+}
+
+/// Asks an active run's process to checkpoint and exit (see [`reachable`]).
+fn ask_to_stop(a: &mut Active, here: &str) {
+    match &a.proc {
+        Proc::Child(c) => signal_group(c.id(), "TERM"),
+        Proc::Adopted { holder: Some(h), .. } if h.host == here => signal_holder(h, "TERM"),
+        Proc::Adopted { .. } => {}
+    }
+    a.signalled = true;
+}
+
+/// Watches `run`, trained by `holder` (another process), in `slot`.
+fn adopt(run: PlannedRun, slot: usize, launches: u32, holder: Option<LeaseInfo>, events: &mut dyn Events) -> Active {
+    let who = holder.as_ref().map_or_else(|| "a process that has let go of it since".to_string(), ToString::to_string);
+    events.adopted(&run, &who);
+    Active { proc: Proc::Adopted { holder, next_poll: Instant::now() }, run, slot, launches, signalled: false }
+}
+
+/// Whether an active run's process has ended. An adopted process is judged by the run's
+/// lease: while a live process holds it, the run is that process's.
+fn poll(store: &Store, a: &mut Active, here: &str) -> Result<Option<End>, SweepError> {
+    let id = &a.run.config.run_id;
+    match &mut a.proc {
+        Proc::Child(c) => {
+            let status = c.try_wait().map_err(|e| SweepError::Launcher(format!("waiting for run {id}: {e}")))?;
+            Ok(status.map(End::Exited))
+        }
+        Proc::Adopted { holder, next_poll } => {
+            let now = Instant::now();
+            if now < *next_poll {
+                return Ok(None);
+            }
+            match store.live_holder(id) {
+                Ok(Some(h)) => {
+                    *next_poll = if h.host == here { now } else { now + REMOTE_POLL };
+                    *holder = Some(h);
+                    Ok(None)
+                }
+                Ok(None) => Ok(Some(End::LetGo)),
+                // The lease could not be read (a network filesystem's hiccup): the
+                // process may well be alive, so look again later.
+                Err(_) => {
+                    *next_poll = now + REMOTE_POLL;
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+/// The failure recorded for a run whose adopted process died without recording its end.
+const GONE_UNRECORDED: &str = "process gone without recording its end";
+
+/// How a run ended once its adopted process let go of it: what the run recorded.
+fn how_it_ended(store: &Store, id: &str) -> RunExit {
+    match store.run(id) {
+        Ok(r) => match r.status {
+            Status::Finished => RunExit::Finished,
+            Status::Preempted => RunExit::Preempted,
+            Status::Failed => RunExit::Failed(r.error.unwrap_or_else(|| "the run failed (see its log.txt)".into())),
+            Status::Cancelled => RunExit::Failed("cancelled while another process trained it".into()),
+            Status::Running => RunExit::Crashed(GONE_UNRECORDED.into()),
+            Status::Queued => RunExit::Crashed("its process let go of it without starting it".into()),
+        },
+        Err(e) => RunExit::Crashed(format!("its record could not be read once its process let go of it: {e}")),
+    }
 }
 
 /// Runs `runs` to completion (or until `stop` is raised), at most `max_parallel` at once.
@@ -206,24 +371,38 @@ pub fn run_local(
         opts.max_parallel.clamp(1, opts.gpus.len() / per_run)
     };
     runs.sort_by(|a, b| b.config.training_flops().total_cmp(&a.config.training_flops()));
-    let mut queue: VecDeque<(PlannedRun, u32)> = runs.into_iter().map(|r| (r, 0)).collect();
+    let here = ditbench_common::hostname();
+    let mut queue: VecDeque<Pending> = runs.into_iter().map(|run| Pending { run, launches: 0, not_before: None }).collect();
     let mut active: Vec<Active> = vec![];
     let mut summary = RunSummary::default();
     let mut stop_sent: Option<Instant> = None;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         if stopping && stop_sent.is_none() {
+            // A process on another host is beyond a stop from here: it trains on, and
+            // this launcher stops watching it.
+            active.retain(|a| reachable(a, &here) || {
+                summary.still_running.push(a.run.config.run_id.clone());
+                false
+            });
             events.stopping(active.len());
             for a in &mut active {
-                signal_group(a.child.id(), "TERM");
-                a.signalled = true;
+                ask_to_stop(a, &here);
             }
             stop_sent = Some(Instant::now());
         }
-        // Start what fits.
+        // Start what fits (a run pausing after an I/O failure lets the next one go first).
         while !stopping && active.len() < slots {
-            let Some((run, launches)) = queue.pop_front() else { break };
+            let now = Instant::now();
+            let Some(next) = queue.iter().position(|p| p.not_before.is_none_or(|t| t <= now)) else { break };
+            let Pending { run, launches, .. } = queue.remove(next).expect("a queued run at that position");
             let slot = (0..slots).find(|s| !active.iter().any(|a| a.slot == *s)).expect("a free slot");
+            // Trained by another live process: watch it; a second trainer would only be
+            // refused. (A lease that cannot be read is the child's to find out about.)
+            if let Ok(Some(holder)) = store.live_holder(&run.config.run_id) {
+                active.push(adopt(run, slot, launches + 1, Some(holder), events));
+                continue;
+            }
             let child = spawn(opts, &run, slot, store)?;
             let label = match slot_gpus(opts, slot) {
                 Some([g]) => format!("gpu {g}"),
@@ -231,7 +410,7 @@ pub fn run_local(
                 None => format!("cpu slot {slot}"),
             };
             events.started(&run, launches + 1, &label);
-            active.push(Active { child, run, slot, launches: launches + 1, signalled: false });
+            active.push(Active { proc: Proc::Child(child), run, slot, launches: launches + 1, signalled: false });
         }
         if active.is_empty() && (queue.is_empty() || stopping) {
             break;
@@ -239,48 +418,90 @@ pub fn run_local(
         std::thread::sleep(Duration::from_millis(100));
         let mut i = 0;
         while i < active.len() {
-            let status = active[i]
-                .child
-                .try_wait()
-                .map_err(|e| SweepError::Launcher(format!("waiting for run {}: {e}", active[i].run.config.run_id)))?;
-            let Some(status) = status else {
+            let Some(end) = poll(store, &mut active[i], &here)? else {
                 i += 1;
                 continue;
             };
             let a = active.swap_remove(i);
             let id = a.run.config.run_id.clone();
-            let exit = classify(status);
-            let will_retry = matches!(exit, RunExit::Crashed(_)) && a.launches <= opts.retries && !stop.load(Ordering::SeqCst);
-            if let RunExit::Crashed(why) = &exit {
+            let stopping = stop.load(Ordering::SeqCst);
+            let exit = match end {
+                End::Exited(status) if status.code() == Some(exit::BUSY) => {
+                    // Another process took the run between our look at its lease and the
+                    // child's: watch that one instead (the refused child changed nothing
+                    // and does not count as a launch).
+                    let holder = store.live_holder(&id).ok().flatten();
+                    let mut b = adopt(a.run, a.slot, a.launches, holder, events);
+                    if stop_sent.is_some() {
+                        if reachable(&b, &here) {
+                            ask_to_stop(&mut b, &here);
+                        } else {
+                            summary.still_running.push(id);
+                            continue;
+                        }
+                    }
+                    active.push(b);
+                    continue;
+                }
+                End::Exited(status) => classify(status),
+                End::LetGo => how_it_ended(store, &id),
+            };
+            let crashed = matches!(exit, RunExit::Crashed(_) | RunExit::IoFailed(_));
+            // Whether another live process holds the run now (it took over after this
+            // one died); `None`: its lease could not be read.
+            let held = if crashed { store.live_holder(&id).map(|h| h.is_some()).ok() } else { Some(false) };
+            if crashed && held == Some(false) {
                 // The process could not record its own end: do it for it, so the
-                // registry never shows a dead run as running.
+                // store never shows a dead run as running. Never while another process
+                // holds the run: the record is that one's then.
+                let why = match &exit {
+                    RunExit::Crashed(w) | RunExit::IoFailed(w) => w.as_str(),
+                    _ => "",
+                };
+                let message = match a.proc {
+                    Proc::Adopted { .. } => why.to_string(),
+                    Proc::Child(_) => format!("process {why}"),
+                };
                 if store.run(&id).map(|r| r.status == Status::Running).unwrap_or(false) {
-                    let _ = store.set_status(&id, &StatusChange::new(Status::Failed).message(format!("process {why}")));
+                    let _ = store.set_status(&id, &StatusChange::new(Status::Failed).message(message));
                 }
             }
-            // A run stopped by an outside signal (not ours) is requeued: preemption is
-            // not a failure.
-            let requeue = exit == RunExit::Preempted && !a.signalled && !stop.load(Ordering::SeqCst);
+            // A run some other process holds goes back to the queue whatever the
+            // retries left: it is adopted there, not started.
+            let will_retry = crashed && !stopping && (a.launches <= opts.retries || held == Some(true));
+            // A child stopped by an outside signal (not ours) is requeued: preemption is
+            // not a failure. An adopted process stopped that way is left to whoever
+            // stopped it (a Slurm task requeues itself).
+            let requeue = exit == RunExit::Preempted && matches!(a.proc, Proc::Child(_)) && !a.signalled && !stopping;
             events.ended(&a.run, &exit, will_retry || requeue);
+            let not_before = match exit {
+                RunExit::IoFailed(_) if held != Some(true) => Some(Instant::now() + opts.io_retry_pause),
+                _ => None,
+            };
             match exit {
-                _ if will_retry => queue.push_back((a.run, a.launches)),
-                _ if requeue => queue.push_back((a.run, a.launches)),
+                _ if will_retry || requeue => queue.push_back(Pending { run: a.run, launches: a.launches, not_before }),
                 RunExit::Finished => summary.finished.push(id),
                 RunExit::Preempted => summary.preempted.push(id),
-                RunExit::Failed(_) | RunExit::Crashed(_) => summary.failed.push(id),
+                RunExit::Failed(_) | RunExit::Crashed(_) | RunExit::IoFailed(_) => summary.failed.push(id),
             }
         }
         // Children that ignore SIGTERM for too long (stuck in I/O) are killed; their
-        // last checkpoint is intact (checkpoints are written atomically).
-        if let Some(t) = stop_sent {
-            if t.elapsed() > Duration::from_secs(300) {
-                for a in &mut active {
-                    let _ = a.child.kill();
+        // last checkpoint is intact (checkpoints are written atomically). An adopted
+        // process is not this launcher's to kill: it is no longer waited for.
+        if stop_sent.is_some_and(|t| t.elapsed() > STOP_GRACE) {
+            active.retain_mut(|a| match &mut a.proc {
+                Proc::Child(c) => {
+                    let _ = c.kill();
+                    true
                 }
-            }
+                Proc::Adopted { .. } => {
+                    summary.still_running.push(a.run.config.run_id.clone());
+                    false
+                }
+            });
         }
     }
-    summary.not_started = queue.into_iter().map(|(r, _)| r.config.run_id).collect();
+    summary.not_started = queue.into_iter().map(|p| p.run.config.run_id).collect();
     Ok(summary)
 }
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ditbench_track::{Source, Status, Store};
+use ditbench_track::{RunRecord, Source, Status, Store};
 
 use crate::spec::{PlannedRun, SweepSpec};
 use crate::SweepError;
@@ -50,22 +50,23 @@ struct Throughput {
     samples: usize,
 }
 
-fn measured(store: &Store) -> Result<Throughput, SweepError> {
-    let runs: BTreeMap<String, f64> = store
-        .runs(None)?
-        .into_iter()
-        .filter_map(|r| r.gflops.map(|g| (r.id, g)))
-        .collect();
+/// The throughput measured by `runs` (all the store's runs), from each run's own
+/// summaries: only the runs with Gflops are read.
+fn measured(store: &Store, runs: &[RunRecord]) -> Result<Throughput, SweepError> {
     let mut t = Throughput::default();
     let mut all = vec![];
-    for s in store.summaries(None)? {
-        if s.source != Source::Metric || s.metric != "images_per_s" || !s.last.is_finite() || s.last <= 0.0 {
-            continue;
-        }
-        if let Some(g) = runs.get(&s.run_id) {
+    for r in runs {
+        let Some(g) = r.gflops else { continue };
+        // A run whose summaries cannot be read measures nothing: a plan changes
+        // nothing and is only an estimate (the store's own warnings name the damage).
+        let Ok(summaries) = store.run_summaries(&r.id) else { continue };
+        for s in summaries {
+            if s.source != Source::Metric || s.metric != "images_per_s" || !s.last.is_finite() || s.last <= 0.0 {
+                continue;
+            }
             // Training FLOP/s (not the paper's Gflops) = images/s × 3 × 2 × forward GMACs.
-            let flops = ditbench_common::flops::train_per_second(*g, s.last);
-            t.by_run.insert(s.run_id.clone(), flops);
+            let flops = ditbench_common::flops::train_per_second(g, s.last);
+            t.by_run.insert(r.id.clone(), flops);
             all.push(flops);
         }
     }
@@ -81,7 +82,11 @@ pub fn plan(spec: &SweepSpec, store_root: &Path) -> Result<Plan, SweepError> {
     let runs = spec.expand()?;
     let store = Store::open_read_only(store_root).ok();
     let (through, status): (Throughput, BTreeMap<String, Status>) = match &store {
-        Some(s) => (measured(s)?, s.runs(Some(&spec.name))?.into_iter().map(|r| (r.id, r.status)).collect()),
+        Some(s) => {
+            let all = s.runs(None)?;
+            let status = all.iter().filter(|r| r.sweep == spec.name).map(|r| (r.id.clone(), r.status)).collect();
+            (measured(s, &all)?, status)
+        }
         None => (Throughput::default(), BTreeMap::new()),
     };
     let rows: Vec<PlanRow> = runs.iter().map(|r| row(r, &through, &status)).collect();

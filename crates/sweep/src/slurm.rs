@@ -8,8 +8,12 @@
 //! same run id and the next attempt number. After TERM it does not: `scontrol requeue`
 //! and preemption in REQUEUE mode requeue the task themselves, and a requeue after
 //! `scancel` would bring a cancelled task back (Slurm accepts `scontrol requeue` on a
-//! job that is still completing). Submitted jobs are recorded in `<store>/<sweep>/slurm/jobs.json`, so
-//! that `sweep status` can join the registry with `squeue`.
+//! job that is still completing). A task whose run failed with an I/O error
+//! ([`exit::IO_FAILED`]) requeues itself after a pause (`DITBENCH_IO_RETRY_PAUSE`
+//! seconds, default 60) while `launcher.retries` allows; one whose run another live
+//! process trains ([`exit::BUSY`]) leaves it to that process. Submitted jobs are
+//! recorded in `<store>/<sweep>/slurm/jobs.json`, so that `sweep status` can join the
+//! registry with `squeue`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,6 +43,7 @@ impl SlurmLauncher {
     pub fn from_spec(l: &LauncherSpec, o: &Overrides, exe: &Path, store: &Path) -> Self {
         let mut settings = l.slurm.clone();
         settings.gpus_per_run = l.gpus_per_run;
+        settings.retries = l.retries;
         if o.partition.is_some() {
             settings.partition = o.partition.clone();
         }
@@ -118,7 +123,8 @@ pub fn script(sweep: &str, runs: &[PlannedRun], exe: &Path, store: &Path, s: &Sl
     let _ = writeln!(o, "PID=$!");
     let _ = writeln!(o, "TIME_LIMIT=0");
     let _ = writeln!(o, "trap 'TIME_LIMIT=1; kill -USR1 $PID 2>/dev/null' USR1");
-    let _ = writeln!(o, "trap 'kill -TERM $PID 2>/dev/null' TERM INT");
+    let _ = writeln!(o, "STOPPED=0");
+    let _ = writeln!(o, "trap 'STOPPED=1; kill -TERM $PID 2>/dev/null' TERM INT");
     // `wait` returns early when a trap runs: wait until the process is really gone.
     let _ = writeln!(o, "while true; do wait $PID; RC=$?; kill -0 $PID 2>/dev/null || break; done");
     let _ = writeln!(o, "echo \"ditbench: run $RUN exited with $RC\"");
@@ -128,6 +134,27 @@ pub fn script(sweep: &str, runs: &[PlannedRun], exe: &Path, store: &Path, s: &Sl
     let _ = writeln!(
         o,
         "if [ $RC -eq {preempted} ] && [ $TIME_LIMIT -eq 1 ]; then scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\" || true; fi"
+    );
+    // Another live process trains the run (exit BUSY): it is that process's; this task
+    // changed nothing and leaves it alone.
+    let _ = writeln!(
+        o,
+        "if [ $RC -eq {} ]; then echo \"ditbench: run $RUN is trained by another live process (see its lease); this task leaves it to that one\"; fi",
+        exit::BUSY
+    );
+    // An I/O failure is often transient (a full scratch disk gets cleaned): requeue the
+    // task after a pause, as the local launcher relaunches the run, while requeues are
+    // left. SLURM_RESTART_COUNT also counts requeues at the time limit, so this bound
+    // errs on the side of fewer retries. The pause is a background sleep so that a TERM
+    // (scancel) interrupts it, and a stopped task is never requeued.
+    let _ = writeln!(
+        o,
+        "if [ $RC -eq {} ] && [ $STOPPED -eq 0 ] && [ ${{SLURM_RESTART_COUNT:-0}} -lt {} ]; then \
+         PAUSE=${{DITBENCH_IO_RETRY_PAUSE:-60}}; echo \"ditbench: run $RUN failed with an I/O error; requeueing this task in $PAUSE s\"; \
+         sleep \"$PAUSE\" 2>/dev/null & wait $!; \
+         if [ $STOPPED -eq 0 ]; then scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\" || true; fi; fi",
+        exit::IO_FAILED,
+        s.retries
     );
     let _ = writeln!(o, "exit $RC");
     o

@@ -85,6 +85,10 @@ pub struct SlurmSpec {
     /// a key of `[launcher.slurm]`); 0 counts as 1.
     #[serde(skip)]
     pub gpus_per_run: usize,
+    /// Requeues of a task whose run failed with an I/O error: `launcher.retries`,
+    /// copied here by the launcher (not a key of `[launcher.slurm]`).
+    #[serde(skip)]
+    pub retries: u32,
 }
 
 fn default_time() -> String {

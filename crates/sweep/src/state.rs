@@ -1,7 +1,5 @@
 //! A sweep in the store: registration, live status, which runs to (re)launch, cancel.
 
-use std::collections::BTreeMap;
-
 use ditbench_track::{read_run, RunSpec, Status, StatusChange, Store};
 
 use crate::spec::{PlannedRun, SweepSpec};
@@ -30,10 +28,17 @@ fn same_spec(a: &str, b: &str) -> bool {
 /// spec is refused, unless `new_name` is set: then the spec is registered under the next
 /// free name `<name>-2`, `<name>-3`…, and nothing of the old sweep is touched.
 pub fn register(store: &Store, spec: &SweepSpec, new_name: bool, git: (Option<String>, Option<bool>)) -> Result<Registration, SweepError> {
-    let sweeps: BTreeMap<String, Option<String>> = store.sweeps()?.into_iter().map(|s| (s.name, s.spec)).collect();
-    let conflicts = |name: &str| matches!(sweeps.get(name), Some(Some(old)) if !same_spec(old, &spec.text));
+    // Whether sweep `name` is registered with a spec other than this one, from its
+    // folder (a launcher never opens the store's index).
+    let conflicts = |name: &str| -> Result<bool, SweepError> {
+        match store.sweep_spec(name) {
+            Ok(Some(old)) => Ok(!same_spec(&old, &spec.text)),
+            Ok(None) | Err(ditbench_track::Error::UnknownSweep(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    };
     let mut spec = spec.clone();
-    if conflicts(&spec.name) {
+    if conflicts(&spec.name)? {
         if !new_name {
             return Err(SweepError::Refused(format!(
                 "sweep `{}` is already registered with a different spec (frozen copy: {}); \
@@ -42,9 +47,13 @@ pub fn register(store: &Store, spec: &SweepSpec, new_name: bool, git: (Option<St
                 store.root().join(&spec.name).join("sweep.toml").display()
             )));
         }
+        // The first `<name>-N` that is free or holds this very spec.
         let base = spec.name.clone();
-        let name = (2..).map(|i| format!("{base}-{i}")).find(|n| !sweeps.contains_key(n) || !conflicts(n)).expect("a free name");
-        spec = spec.renamed(&name)?;
+        let mut i = 2;
+        while conflicts(&format!("{base}-{i}"))? {
+            i += 1;
+        }
+        spec = spec.renamed(&format!("{base}-{i}"))?;
     }
     // Nothing is registered while any run would be refused at launch.
     let runs = spec.launchable()?;
@@ -58,7 +67,21 @@ pub fn register(store: &Store, spec: &SweepSpec, new_name: bool, git: (Option<St
             new_runs += usize::from(is_new);
         }
     }
+    write_run_list(store, &spec.name, &runs)?;
     Ok(Registration { sweep: spec.name.clone(), runs, new_runs })
+}
+
+/// The file in a sweep's folder that lists its run ids in plan order.
+pub const RUN_LIST_FILE: &str = "runs.json";
+
+/// Writes `<sweep>/runs.json`: the sweep's run ids in plan order, so that the sweep
+/// folder says which runs are its own without its spec being expanded again. Written
+/// (atomically) after every run is registered, so each id it names has its folder.
+fn write_run_list(store: &Store, sweep: &str, runs: &[PlannedRun]) -> Result<(), SweepError> {
+    let ids: Vec<&str> = runs.iter().map(|r| r.config.run_id.as_str()).collect();
+    let path = store.root().join(sweep).join(RUN_LIST_FILE);
+    let text = serde_json::to_vec_pretty(&ids).expect("a list of strings serialises");
+    ditbench_common::write_atomic(&path, &text).map_err(|e| SweepError::Io { path: path.display().to_string(), source: e })
 }
 
 /// Which runs `sweep resume` relaunches.
@@ -149,7 +172,11 @@ pub fn status(store: &Store, sweep: &str, runs: &[PlannedRun]) -> Result<Vec<Sta
             }
             Err(e) => return Err(e.into()),
         };
-        let data = read_run(&store.run_dir(sweep, &c.run_id)).ok();
+        // The live history: after a resume, rows an earlier attempt logged past the
+        // checkpoint are superseded (else `step` could show a step the run went back from).
+        let data = read_run(&store.run_dir(sweep, &c.run_id))
+            .ok()
+            .map(|d| d.live(&ditbench_track::live_through(&store.run_events(&c.run_id).unwrap_or_default())));
         let last = |name: &str| -> Option<(i64, f64)> {
             let m = &data.as_ref()?.metrics;
             (0..m.len()).map(|i| m.point(i)).filter(|p| p.name == name).max_by_key(|p| p.step).map(|p| (p.step, p.value))

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ditbench_common::exit;
 use ditbench_sweep::launcher::{Events, RunExit, Submission};
@@ -34,14 +35,28 @@ size = ["S", "B"]
 patch = [8, 4]
 "#;
 
+/// What a launch reported, in order: (run, what, will retry), and when.
 #[derive(Default)]
-struct Log(Vec<(String, String, bool)>);
+struct Log(Vec<(String, String, bool)>, Vec<Instant>);
+impl Log {
+    fn push(&mut self, run: &PlannedRun, what: String, retry: bool) {
+        self.0.push((run.config.run_id.clone(), what, retry));
+        self.1.push(Instant::now());
+    }
+    /// What was reported of one run.
+    fn of(&self, id: &str) -> Vec<(String, bool)> {
+        self.0.iter().filter(|(r, _, _)| r == id).map(|(_, what, retry)| (what.clone(), *retry)).collect()
+    }
+}
 impl Events for Log {
     fn started(&mut self, run: &PlannedRun, attempt: u32, _slot: &str) {
-        self.0.push((run.config.run_id.clone(), format!("start {attempt}"), false));
+        self.push(run, format!("start {attempt}"), false);
+    }
+    fn adopted(&mut self, run: &PlannedRun, holder: &str) {
+        self.push(run, format!("adopted from {holder}"), false);
     }
     fn ended(&mut self, run: &PlannedRun, exit: &RunExit, retry: bool) {
-        self.0.push((run.config.run_id.clone(), format!("{exit:?}"), retry));
+        self.push(run, format!("{exit:?}"), retry);
     }
     fn stopping(&mut self, _active: usize) {}
 }
@@ -63,7 +78,16 @@ fn setup(body: &str) -> (tempfile::TempDir, Store, Vec<PlannedRun>, LocalOptions
     let reg = register(&store, &spec, false, (None, None)).unwrap();
     assert_eq!(reg.new_runs, 4);
     let exe = trainer(dir.path(), body);
-    let opts = LocalOptions { exe, store: store_path, max_parallel: 2, gpus: vec![], gpus_per_run: 1, threads_per_run: 1, retries: 1 };
+    let opts = LocalOptions {
+        exe,
+        store: store_path,
+        max_parallel: 2,
+        gpus: vec![],
+        gpus_per_run: 1,
+        threads_per_run: 1,
+        retries: 1,
+        io_retry_pause: Duration::ZERO,
+    };
     (dir, store, reg.runs, opts)
 }
 
@@ -101,7 +125,7 @@ fn a_crash_is_recorded_and_retried_and_does_not_stop_the_sweep() {
     assert_eq!(crashes, 4);
     // The launcher recorded the crash (the process could not).
     for r in &runs {
-        let ev = store.events(Some(&r.config.run_id)).unwrap();
+        let ev = store.run_events(&r.config.run_id).unwrap();
         assert!(ev.iter().any(|e| e.status == Status::Failed && e.message.as_deref().unwrap_or("").contains("signal 9")), "{ev:?}");
     }
 }
@@ -388,4 +412,288 @@ fn a_submission_keeps_its_recorded_shape() {
     let sub = Submission { job_id: "12".into(), runs: vec!["a".into()], script: "/s/submit-000.sbatch".into(), submitted_at: 1.5 };
     let json: serde_json::Value = serde_json::to_value(&sub).unwrap();
     assert_eq!(json, serde_json::json!({"job_id": "12", "runs": ["a"], "script": "/s/submit-000.sbatch", "submitted_at": 1.5}));
+}
+
+// ---- Runs that another process trains (the run's lease), BUSY and I/O failures ----
+
+/// How many times the stand-in trainer was started for `run`.
+fn launches(dir: &Path, run: &str) -> usize {
+    std::fs::read_to_string(dir.join("store").join(format!("count-{run}"))).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+/// Writes a lease naming `pid` on this host as the run's holder, as a trainer that
+/// took it would (the lease's own format).
+fn lease_for(store: &Store, run: &str, host: &str, pid: u32) {
+    let info = ditbench_track::LeaseInfo {
+        host: host.into(),
+        pid,
+        pid_start: ditbench_track::lease::process_start(pid),
+        attempt: 1,
+        job: None,
+        acquired: ditbench_track::now(),
+        heartbeat: ditbench_track::now(),
+        token: format!("test-{pid}"),
+    };
+    std::fs::write(store.run_dir("launch", run).join(ditbench_track::LEASE_FILE), serde_json::to_vec(&info).unwrap()).unwrap();
+}
+
+/// Two runs whose leases a live process (this test) holds are never started: they
+/// take their slots until the holder lets go, and then count as what they recorded.
+#[test]
+fn a_run_held_by_a_live_process_is_watched_not_started() {
+    let (dir, store, runs, mut opts) = setup("exit 0");
+    opts.max_parallel = 4;
+    let (done, bad) = (runs[0].config.run_id.clone(), runs[1].config.run_id.clone());
+    let mut leases = vec![];
+    for id in [&done, &bad] {
+        let lease = store.acquire_lease(id).unwrap();
+        store.set_status(id, &StatusChange::new(Status::Running).attempt(lease.attempt())).unwrap();
+        leases.push(lease);
+    }
+    let (s2, d2, b2) = (store.clone(), done.clone(), bad.clone());
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        s2.set_status(&d2, &StatusChange::new(Status::Finished)).unwrap();
+        s2.set_status(&b2, &StatusChange::new(Status::Failed).message("loss diverged")).unwrap();
+        for l in leases {
+            l.release();
+        }
+    });
+    let t0 = Instant::now();
+    let mut log = Log::default();
+    let s = run_local(&store, runs.clone(), &opts, &AtomicBool::new(false), &mut log).unwrap();
+    holder.join().unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(700), "the launcher waited for the holder");
+    assert_eq!((launches(dir.path(), &done), launches(dir.path(), &bad)), (0, 0), "{:?}", log.0);
+    for r in &runs[2..] {
+        assert_eq!(launches(dir.path(), &r.config.run_id), 1);
+    }
+    let me = format!("pid {}", std::process::id());
+    let d = log.of(&done);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(d[0].0.starts_with("adopted from host") && d[0].0.contains(&me), "{d:?}");
+    assert_eq!(d[1], ("Finished".to_string(), false));
+    let b = log.of(&bad);
+    assert_eq!(b[1], ("Failed(\"loss diverged\")".to_string(), false), "a recorded failure is not retried: {b:?}");
+    assert_eq!(s.failed, vec![bad.clone()]);
+    assert_eq!(s.finished.len(), 3);
+    assert!(s.finished.contains(&done));
+}
+
+/// A holder that dies without recording its end (killed, its lease left behind) makes
+/// the run a crash: recorded failed by the launcher, then relaunched.
+#[test]
+fn an_adopted_run_whose_process_died_unrecorded_is_marked_failed_and_relaunched() {
+    let (dir, store, runs, opts) = setup("exit 0");
+    let held = runs[0].config.run_id.clone();
+    let mut holder = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    lease_for(&store, &held, &ditbench_common::hostname(), holder.id());
+    store.set_status(&held, &StatusChange::new(Status::Running).attempt(1)).unwrap();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+    });
+    let mut log = Log::default();
+    let s = run_local(&store, runs.clone(), &opts, &AtomicBool::new(false), &mut log).unwrap();
+    killer.join().unwrap();
+    let what: Vec<String> = log.of(&held).into_iter().map(|(w, _)| w).collect();
+    assert_eq!(what.len(), 4, "{what:?}");
+    assert!(what[0].starts_with("adopted from host"), "{what:?}");
+    assert_eq!(what[1..], ["Crashed(\"process gone without recording its end\")", "start 2", "Finished"], "{what:?}");
+    assert_eq!(launches(dir.path(), &held), 1, "relaunched once, by this launcher");
+    let events = store.run_events(&held).unwrap();
+    assert!(
+        events.iter().any(|e| e.status == Status::Failed && e.attempt == 1 && e.message.as_deref() == Some("process gone without recording its end")),
+        "{events:?}"
+    );
+    assert_eq!(s.finished.len(), 4);
+}
+
+/// A trainer that finds the run taken (exit BUSY) did nothing: the launcher watches the
+/// process that has it, and the run ends as that process records, with no failure.
+#[test]
+fn a_busy_exit_is_adopted_not_failed() {
+    // The smallest run's first trainer starts "another process" that takes the run's
+    // lease, finishes the run a second later and lets go; then exits BUSY.
+    let (dir, store, runs, opts) = setup(
+        r#"if [[ $RUN == DiT-S-8* ]] && [ $N -eq 1 ]; then
+  DIR=$STORE/launch/$RUN
+  ( sleep 1; printf '{"time":%s,"status":"finished","attempt":1}\n' "$(date +%s.%N)" >> $DIR/events.jsonl; rm -f $DIR/lease ) &
+  printf '{"host":"%s","pid":%d,"attempt":1,"acquired":%s,"heartbeat":%s,"token":"bg"}' "$(cat /proc/sys/kernel/hostname)" $! "$(date +%s)" "$(date +%s)" > $DIR/lease
+  exit 73
+fi
+exit 0"#,
+    );
+    let held = runs.iter().find(|r| r.config.run_id.starts_with("DiT-S-8")).unwrap().config.run_id.clone();
+    let mut log = Log::default();
+    let s = run_local(&store, runs.clone(), &opts, &AtomicBool::new(false), &mut log).unwrap();
+    let what: Vec<(String, bool)> = log.of(&held);
+    assert_eq!(what.len(), 3, "{what:?}");
+    assert_eq!(what[0].0, "start 1");
+    assert!(what[1].0.starts_with("adopted from "), "{what:?}");
+    assert_eq!(what[2], ("Finished".to_string(), false));
+    assert_eq!(launches(dir.path(), &held), 1, "not started again");
+    assert_eq!((s.finished.len(), s.failed.len()), (4, 0));
+    let events = store.run_events(&held).unwrap();
+    assert_eq!(events.last().map(|e| e.status), Some(Status::Finished), "{events:?}");
+    assert!(!events.iter().any(|e| e.status == Status::Failed), "{events:?}");
+}
+
+/// An I/O failure (exit 74) is recorded and relaunched after the pause, while retries
+/// are left; with none left the run stays failed.
+#[test]
+fn an_io_failure_is_retried_after_the_pause() {
+    let body = "if [[ $RUN == DiT-S-8* ]] && [ $N -eq 1 ]; then exit 74; fi\nexit 0";
+    let (dir, store, runs, mut opts) = setup(body);
+    opts.io_retry_pause = Duration::from_millis(800);
+    let held = runs.iter().find(|r| r.config.run_id.starts_with("DiT-S-8")).unwrap().config.run_id.clone();
+    store.set_status(&held, &StatusChange::new(Status::Running)).unwrap();
+    let mut log = Log::default();
+    let s = run_local(&store, runs.clone(), &opts, &AtomicBool::new(false), &mut log).unwrap();
+    let what: Vec<(String, bool)> = log.of(&held);
+    assert_eq!(what.len(), 4, "{what:?}");
+    assert!(what[1].0.starts_with("IoFailed(") && what[1].1, "{what:?}");
+    assert_eq!((what[2].0.as_str(), what[3].0.as_str()), ("start 2", "Finished"));
+    let at = |n: usize| log.1[log.0.iter().enumerate().filter(|(_, (r, _, _))| r == &held).nth(n).unwrap().0];
+    let waited = at(2) - at(1);
+    assert!(waited >= Duration::from_millis(800), "relaunched after {waited:?}");
+    assert_eq!(launches(dir.path(), &held), 2);
+    assert_eq!(s.finished.len(), 4);
+    let events = store.run_events(&held).unwrap();
+    assert!(events.iter().any(|e| e.status == Status::Failed && e.message.as_deref().unwrap_or("").contains("I/O error")), "{events:?}");
+
+    let (dir, store, runs, mut opts) = setup(body);
+    opts.retries = 0;
+    let mut log = Log::default();
+    let s = run_local(&store, runs.clone(), &opts, &AtomicBool::new(false), &mut log).unwrap();
+    assert_eq!(s.failed, vec![held.clone()], "{:?}", log.0);
+    assert_eq!(launches(dir.path(), &held), 1);
+}
+
+/// A stop asks an adopted process on this host to checkpoint (SIGTERM, to that process
+/// alone: it shares this test's process group), and waits for it like its own
+/// children; one on another host is left to train on, and no longer waited for.
+#[test]
+fn a_stop_reaches_an_adopted_process_on_this_host_only() {
+    let (dir, store, runs, mut opts) = setup("trap 'exit 75' TERM\nwhile true; do sleep 0.05; done");
+    opts.max_parallel = 4;
+    let (here, remote) = (runs[0].config.run_id.clone(), runs[1].config.run_id.clone());
+    let run_dir = store.run_dir("launch", &here);
+    // Like a trainer: on TERM it records its preemption and lets go of the run.
+    let script = format!(
+        "trap 'printf \"{{\\\"time\\\":%s,\\\"status\\\":\\\"preempted\\\",\\\"attempt\\\":1}}\\n\" $(date +%s.%N) >> {dir}/events.jsonl; rm -f {dir}/lease; exit 0' TERM\nwhile true; do sleep 0.05; done",
+        dir = run_dir.display()
+    );
+    let mut holder = std::process::Command::new("bash").arg("-c").arg(&script).spawn().unwrap();
+    lease_for(&store, &here, &ditbench_common::hostname(), holder.id());
+    // A holder elsewhere: alive as far as this host can tell (fresh heartbeat).
+    lease_for(&store, &remote, "some-other-node", 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        s2.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let mut log = Log::default();
+    let s = run_local(&store, runs.clone(), &opts, &stop, &mut log).unwrap();
+    t.join().unwrap();
+    let status = holder.wait().unwrap();
+    assert!(status.success(), "the holder ran its TERM trap: {status:?}");
+    assert_eq!(s.still_running, vec![remote.clone()]);
+    assert_eq!(s.preempted.len(), 3, "{:?}", log.0);
+    assert!(s.preempted.contains(&here));
+    assert_eq!(store.run(&here).unwrap().status, Status::Preempted);
+    assert_eq!((launches(dir.path(), &here), launches(dir.path(), &remote)), (0, 0));
+}
+
+/// A launch reads and writes run folders only: it creates no index, and the sweep's
+/// folder lists its runs in plan order (`runs.json`).
+#[test]
+fn a_launch_opens_no_index_and_lists_the_runs_in_plan_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut req = request(dir.path(), trainer(dir.path(), "exit 0"));
+    let out = launch(&store, &req, &mut Log::default()).unwrap();
+    assert_eq!(out.exit_code(), exit::OK);
+    req.resume = true;
+    launch(&store, &req, &mut Log::default()).unwrap();
+    let index = ditbench_track::index_location(&store).path;
+    assert!(!index.exists(), "{} was created", index.display());
+    let sqlite: Vec<_> = walk(&store).into_iter().filter(|p| p.to_string_lossy().contains(".sqlite")).collect();
+    assert!(sqlite.is_empty(), "{sqlite:?}");
+    let listed: Vec<String> = serde_json::from_slice(&std::fs::read(store.join("launch/runs.json")).unwrap()).unwrap();
+    let planned: Vec<String> = SweepSpec::parse(SPEC, Path::new("launch.toml")).unwrap().expand().unwrap().into_iter().map(|r| r.config.run_id).collect();
+    assert_eq!(listed, planned);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+#[test]
+fn the_io_retry_pause_comes_from_its_variable() {
+    use ditbench_sweep::local::{io_retry_pause, DEFAULT_IO_RETRY_PAUSE};
+    assert_eq!(DEFAULT_IO_RETRY_PAUSE, Duration::from_secs(60));
+    assert_eq!(io_retry_pause(None), Duration::from_secs(60));
+    assert_eq!(io_retry_pause(Some(" 2.5 ")), Duration::from_millis(2500));
+    assert_eq!(io_retry_pause(Some("0")), Duration::ZERO);
+    for bad in ["-1", "soon", "", "inf", "NaN"] {
+        assert_eq!(io_retry_pause(Some(bad)), Duration::from_secs(60), "{bad:?}");
+    }
+}
+
+/// The Slurm task script, run with stand-ins for the trainer and `scontrol`: an I/O
+/// failure requeues the task after the pause while requeues are left; a busy run, a
+/// real failure, or no requeues left do not.
+#[test]
+fn the_slurm_script_requeues_an_io_failure_while_retries_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SweepSpec::parse(SPEC, Path::new("launch.toml")).unwrap();
+    let runs = spec.expand().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let exe = bin.join("ditbench");
+    std::fs::write(&exe, "#!/bin/bash\nexit $FAKE_RC\n").unwrap();
+    std::fs::write(bin.join("scontrol"), "#!/bin/bash\necho \"$@\" >> \"$SCONTROL_LOG\"\n").unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&exe).arg(bin.join("scontrol")).status().unwrap();
+    let mut settings = spec.launcher.slurm.clone();
+    settings.retries = 2;
+    let path = dir.path().join("task.sh");
+    std::fs::write(&path, ditbench_sweep::slurm::script("launch", &runs, &exe, &dir.path().join("store"), &settings)).unwrap();
+    let task = |rc: i32, restarts: u32| {
+        let log = dir.path().join(format!("scontrol-{rc}-{restarts}"));
+        let t0 = Instant::now();
+        let out = std::process::Command::new("bash")
+            .arg(&path)
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .env("SLURM_ARRAY_TASK_ID", "1")
+            .env("SLURM_ARRAY_JOB_ID", "77")
+            .env("SLURM_RESTART_COUNT", restarts.to_string())
+            .env("DITBENCH_IO_RETRY_PAUSE", "0.3")
+            .env("FAKE_RC", rc.to_string())
+            .env("SCONTROL_LOG", &log)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        (out.status.code(), calls, t0.elapsed(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, calls, took, _) = task(exit::IO_FAILED, 1);
+    assert_eq!((code, calls.as_str()), (Some(74), "requeue 77_1\n"));
+    assert!(took >= Duration::from_millis(300), "requeued after {took:?}");
+    let (code, calls, _, _) = task(exit::IO_FAILED, 2);
+    assert_eq!((code, calls.as_str()), (Some(74), ""), "no requeues left");
+    let (code, calls, _, stdout) = task(exit::BUSY, 0);
+    assert_eq!((code, calls.as_str()), (Some(73), ""));
+    assert!(stdout.contains("trained by another live process"), "{stdout}");
+    let (code, calls, _, _) = task(exit::FAILED, 0);
+    assert_eq!((code, calls.as_str()), (Some(1), ""));
 }

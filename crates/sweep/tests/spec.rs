@@ -456,3 +456,43 @@ fn a_setting_outside_its_list_names_its_key_line_and_the_valid_values() {
 fn manifest_dir() -> String {
     std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }
+
+/// Hours are estimated from the throughput each run measured (its own summaries): a
+/// run with a measurement by its own, the others by the median of the measured ones;
+/// registered runs show their status.
+#[test]
+fn plan_estimates_hours_from_measured_throughput() {
+    use ditbench_track::{Source, Status, StatusChange, Store, Summary};
+    let spec = parse(SMALL).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let reg = ditbench_sweep::register(&store, &spec, false, (None, None)).unwrap();
+    let measured = reg.runs[0].config.run_id.clone();
+    let ips = 1234.5;
+    let s = Summary {
+        run_id: measured.clone(),
+        metric: "images_per_s".into(),
+        source: Source::Metric,
+        last: ips,
+        last_step: 10,
+        min: ips,
+        min_step: 10,
+        max: ips,
+        max_step: 10,
+        count: 1,
+    };
+    store.replace_summaries(&measured, &[s]).unwrap();
+    store.set_status(&measured, &StatusChange::new(Status::Running)).unwrap();
+    let p = plan(&spec, dir.path()).unwrap();
+    // Training FLOP/s of the measured run: images/s × 3 passes × 2 FLOPs per MAC × GMACs.
+    let row = p.rows.iter().find(|r| r.id == measured).unwrap();
+    let rate = ips * 3.0 * 2.0 * row.gflops * 1e9;
+    for r in &p.rows {
+        let want = r.train_flops / rate / 3600.0;
+        let got = r.est_hours.unwrap_or_else(|| panic!("{} has no estimate", r.id));
+        assert!((got / want - 1.0).abs() < 1e-9, "{}: {got} vs {want}", r.id);
+        let status = if r.id == measured { "running" } else { "queued" };
+        assert_eq!(r.status.as_deref(), Some(status), "{}", r.id);
+    }
+    assert!(p.estimate_basis.contains("median of 1 measured runs"), "{}", p.estimate_basis);
+}

@@ -11,50 +11,21 @@ pub enum Error {
     StoreNotADirectory(PathBuf),
 
     /// A read-only open found no store at the path.
-    #[error(
-        "no run store at {0} (no registry.sqlite there); pass --store DIR or set DITBENCH_STORE"
-    )]
+    #[error("no run store at {0} (no such directory); pass --store DIR or set DITBENCH_STORE")]
     StoreMissing(PathBuf),
 
-    /// The registry file exists but SQLite cannot read it.
-    #[error("registry {path} is not a readable SQLite database ({source}); nothing was written to it. \
-             The run folders under {store} are untouched: restore the registry from a backup or move it aside")]
-    CorruptRegistry {
-        /// The registry file.
-        path: PathBuf,
+    /// A store made by an older ditbench that could not be upgraded in place.
+    #[error("run store {store} was made by an older ditbench (it has registry.sqlite) and could not be upgraded \
+             in place: {reason}. Open it once with write access (any `ditbench` command on a writable copy) to upgrade it")]
+    LegacyStore {
         /// The store directory.
         store: PathBuf,
-        /// What SQLite said.
-        source: rusqlite::Error,
+        /// Why the upgrade failed.
+        reason: String,
     },
 
-    /// The registry was written by a newer ditbench.
-    #[error("registry {path} has schema version {found}, this ditbench knows up to {supported}; upgrade ditbench")]
-    SchemaTooNew {
-        /// The registry file.
-        path: PathBuf,
-        /// Version found in the file.
-        found: i64,
-        /// Newest version this build knows.
-        supported: i64,
-    },
-
-    /// A read-only open met a registry older than this build (or not initialised).
-    #[error(
-        "registry {path} has schema version {found}, this ditbench needs {supported}; \
-             any writing command (e.g. registering a sweep) upgrades it"
-    )]
-    SchemaOutdated {
-        /// The registry file.
-        path: PathBuf,
-        /// Version found in the file.
-        found: i64,
-        /// Version this build reads.
-        supported: i64,
-    },
-
-    /// Any other SQLite failure.
-    #[error("registry: {0}")]
+    /// An SQLite failure of the index (or of an old registry being upgraded).
+    #[error("index: {0}")]
     Sqlite(#[from] rusqlite::Error),
 
     /// A filesystem operation failed.
@@ -92,11 +63,11 @@ pub enum Error {
         reason: &'static str,
     },
 
-    /// No run with that id in the registry.
-    #[error("unknown run {0:?} (not in the registry)")]
+    /// No run with that id in the store.
+    #[error("unknown run {0:?} (no run folder with that id in the store)")]
     UnknownRun(String),
 
-    /// No sweep with that name in the registry.
+    /// No sweep with that name in the store.
     #[error("unknown sweep {0:?} (register it first)")]
     UnknownSweep(String),
 
@@ -111,9 +82,14 @@ pub enum Error {
         requested: String,
     },
 
-    /// Another live process holds the run's writer lock.
-    #[error("run {0:?} is being written by another process (its writer lock is held)")]
-    RunLocked(String),
+    /// Another live process holds the run's lease.
+    #[error("run {run:?} is being written by another process ({holder}); it was left alone")]
+    RunLocked {
+        /// The run id.
+        run: String,
+        /// Who holds its lease.
+        holder: String,
+    },
 
     /// A status string that is not one of the six.
     #[error(

@@ -1,16 +1,22 @@
-//! # ditbench-track: the run store's writing side
+//! # ditbench-track: the run store
 //!
-//! A run store is a directory (default `experiments/`, see [`resolve_store`]):
+//! A run store is a directory (default `experiments/`, see [`resolve_store`]). A run
+//! folder is the record of its run, written by one process at a time without locks or
+//! SQLite, so a store works on a cluster's shared filesystem:
 //!
 //! ```text
-//! <store>/registry.sqlite             sweeps, runs, params, events, summaries (SQLite, WAL)
-//! <store>/<sweep>/sweep.toml          frozen spec as launched
+//! <store>/<sweep>/sweep.toml          frozen spec as launched (runs.json: its run list)
 //! <store>/<sweep>/<run-id>/
+//!     run.json                        what the run is; created once    (folder.rs)
+//!     events.jsonl                    append-only status changes        (folder.rs)
+//!     params.json, summaries.json     rewritten by rename               (folder.rs)
+//!     lease                           the one writer and its heartbeat  (lease.rs)
 //!     config.toml                     resolved config            (Store::write_config)
 //!     metrics/NNNNNN.arrows           metric points while writing (Arrow IPC stream)
 //!     evals/NNNNNN.arrows             eval rows while writing     (Arrow IPC stream)
-//!     metrics.parquet, evals.parquet  after compaction
-//!     .writer.lock                    held by the live MetricWriter
+//!     metrics.parquet, evals.parquet  after compaction; rows carry their attempt
+//! <store>/index.sqlite                the derived index (index.rs); in the host's cache
+//!                                     when the store is networked or read-only
 //! ```
 //!
 //! ## Writing a run
@@ -27,7 +33,7 @@
 //! store.set_params("DiT-S-2-s0", &[("lr", 1e-4.into()), ("batch", 256.into())])?;
 //! store.set_status("DiT-S-2-s0", &StatusChange::new(Status::Running).on("node1", "cuda:0"))?;
 //!
-//! let mut w = store.metric_writer("DiT-S-2-s0")?;  // takes the run's lock, recovers a crash
+//! let mut w = store.metric_writer("DiT-S-2-s0")?;  // takes the run's lease, recovers a crash
 //! for step in 0..1000 {
 //!     w.log(step, "loss", 0.1)?;                   // buffered
 //!     if step % 100 == 99 { w.flush()?; }          // survives a kill -9 from here on
@@ -35,7 +41,7 @@
 //! w.log_eval(&EvalRow { step: 1000, wall_time: 0.0, metric: "fid".into(), value: 68.4,
 //!     num_samples: 50_000, cfg_scale: 1.0, sampler: "ddpm".into(), sampling_steps: 250,
 //!     extractor: "inception-v3".into() })?;
-//! w.close()?;                                      // compacts to Parquet, writes summaries
+//! w.close()?;                                      // compacts, writes summaries, frees the lease
 //! store.set_status("DiT-S-2-s0", &StatusChange::new(Status::Finished))?;
 //! # Ok(()) }
 //! ```
@@ -50,7 +56,7 @@
 //! * **Synced means safe from the machine dying.** [`MetricWriter::sync`] (the trainer
 //!   calls it with every checkpoint) and [`MetricWriter::close`] fsync; with
 //!   [`Durability::Machine`] every flush does. The default, [`Durability::Process`], is
-//!   the registry's own rule below, and what makes logging cheap: a power loss can only
+//!   what makes logging cheap: a power loss can only
 //!   drop rows newer than the last checkpoint, which a resume recomputes anyway.
 //! * **Compaction is atomic and idempotent.** Parquet files are written to a temporary
 //!   file, fsynced and renamed; each records the highest segment number it contains, so
@@ -59,36 +65,43 @@
 //!   does it for every such run).
 //! * **Damaged segments are kept, not deleted**: their readable prefix goes into Parquet
 //!   and the file is renamed `NNNNNN.arrows.corrupt`.
-//! * **Registry**: WAL, 60 s busy timeout, foreign keys, `synchronous=NORMAL` (every
-//!   commit survives a process crash; the file is never corrupted by power loss), short
-//!   `BEGIN IMMEDIATE` transactions, and a `schema_version` table whose migrations run
-//!   inside `BEGIN IMMEDIATE` so that many processes may open a new store at once.
-//!   The `events` table is append-only (enforced by triggers).
+//! * **One history per run**: rows carry the attempt that wrote them; an attempt that
+//!   resumed from step S supersedes earlier attempts' rows past S ([`live_through`],
+//!   [`RunData::live`]); summaries are of the live history.
+//! * **The index is derived**: [`Index::refresh`] re-reads only run folders that
+//!   changed, [`Index::rebuild`] reads them all; a damaged index is rebuilt, a damaged
+//!   run folder is left out with a warning naming the file.
 //! * **Identifiers** that become paths (run ids, sweep names) are validated
 //!   ([`validate_id`]): no `/`, `\`, `..`, leading `.`, control characters or empties.
 //!
 //! Reading: [`read_run`] merges a run's Parquet files and pending segments without
 //! changing anything (safe while the run is written); `ditbench-query` builds its SQL
-//! tables from this crate's registry accessors and files.
+//! tables from this crate's index and files.
 //!
 //! This crate links neither libtorch nor polars.
 
 mod error;
+pub mod folder;
 mod fsutil;
 mod ids;
+pub mod index;
+pub mod lease;
+mod legacy;
 pub mod segments;
 mod store;
 mod types;
 mod writer;
 
 pub use error::{Error, Result};
+pub use folder::{is_live, live_through};
 pub use ids::{validate_id, validate_metric_name, MAX_ID_LEN};
+pub use index::{index_location, Index, IndexLocation, RefreshReport, INDEX_FILE};
+pub use lease::{Lease, LeaseInfo, LeaseWatch, LEASE_FILE};
 pub use segments::{read_run, EvalColumns, MetricColumns, RunData, Table};
-pub use store::{
-    resolve_store, ParamRow, Store, SweepRecord, BUSY_TIMEOUT, REGISTRY_FILE, SCHEMA_VERSION,
-};
+pub use legacy::LEGACY_REGISTRY_FILE;
+pub use store::{resolve_store, Store};
 pub use types::{
-    now, EvalRow, Event, MetricPoint, ParamValue, RunRecord, RunSpec, Source, Status, StatusChange,
-    Summary,
+    now, EvalRow, Event, MetricPoint, ParamRow, ParamValue, RunRecord, RunSpec, Source, Status,
+    StatusChange, Summary, SweepRecord,
 };
-pub use writer::{CloseReport, Durability, MetricWriter, LOCK_FILE, SEGMENT_ROTATE_BYTES};
+pub use writer::{CloseReport, Durability, MetricWriter, SEGMENT_ROTATE_BYTES};

@@ -95,6 +95,10 @@ impl Table {
                 Field::new("extractor", DataType::Utf8, false),
             ],
         };
+        // The attempt that wrote the row: a resume supersedes earlier attempts' rows
+        // past its checkpoint (folder::live_through). Null in rows written before
+        // attempts were recorded.
+        fields.push(Field::new("attempt", DataType::Int64, true));
         let meta = HashMap::from([("ditbench.table".to_string(), self.name().to_string())]);
         fields.shrink_to_fit();
         Arc::new(Schema::new_with_metadata(fields, meta))
@@ -299,7 +303,8 @@ pub fn read_segment(path: &Path, table: Table) -> Result<SegmentContent> {
     let expected = table.segment_schema();
     match StreamReader::try_new(Cursor::new(&bytes[..valid]), None) {
         Ok(reader) => {
-            if !same_columns(&reader.schema(), &expected) {
+            let legacy = same_columns(&reader.schema(), &without_attempt(&expected));
+            if !legacy && !same_columns(&reader.schema(), &expected) {
                 return Ok(SegmentContent {
                     batches,
                     state: SegmentState::Corrupt(format!(
@@ -310,7 +315,7 @@ pub fn read_segment(path: &Path, table: Table) -> Result<SegmentContent> {
                 });
             }
             for b in reader {
-                match b {
+                match b.map_err(Error::from).and_then(|b| conform(&b, expected.clone())) {
                     Ok(b) => batches.push(b),
                     Err(e) => {
                         state = SegmentState::Corrupt(format!("undecodable batch: {e}"));
@@ -350,6 +355,8 @@ pub struct MetricColumns {
     pub name: Vec<String>,
     /// Values.
     pub value: Vec<f64>,
+    /// Attempt that wrote each row (`None` before attempts were recorded).
+    pub attempt: Vec<Option<i64>>,
 }
 
 impl MetricColumns {
@@ -379,11 +386,13 @@ impl MetricColumns {
         let wall = col_f64(b, "wall_time")?;
         let name = col_str(b, "name")?;
         let value = col_f64(b, "value")?;
+        let attempt = col_attempt(b)?;
         for i in 0..b.num_rows() {
             self.step.push(step.value(i));
             self.wall_time.push(wall.value(i));
             self.name.push(name.value(i).to_string());
             self.value.push(value.value(i));
+            self.attempt.push(attempt.and_then(|a| a.is_valid(i).then(|| a.value(i))));
         }
         Ok(())
     }
@@ -410,6 +419,8 @@ pub struct EvalColumns {
     pub sampling_steps: Vec<i64>,
     /// Feature extractors.
     pub extractor: Vec<String>,
+    /// Attempt that wrote each row (`None` before attempts were recorded).
+    pub attempt: Vec<Option<i64>>,
 }
 
 impl EvalColumns {
@@ -449,7 +460,9 @@ impl EvalColumns {
         let sampler = col_str(b, "sampler")?;
         let ss = col_i64(b, "sampling_steps")?;
         let ex = col_str(b, "extractor")?;
+        let attempt = col_attempt(b)?;
         for i in 0..b.num_rows() {
+            self.attempt.push(attempt.and_then(|a| a.is_valid(i).then(|| a.value(i))));
             self.step.push(step.value(i));
             self.wall_time.push(wall.value(i));
             self.metric.push(metric.value(i).to_string());
@@ -491,6 +504,36 @@ fn col_f64<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Float64Array> {
 fn col_str<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     column(b, name)
 }
+fn col_attempt(b: &RecordBatch) -> Result<Option<&Int64Array>> {
+    match b.column_by_name("attempt") {
+        None => Ok(None),
+        Some(c) => c.as_any().downcast_ref::<Int64Array>().map(Some).ok_or_else(|| Error::Corrupt {
+            path: PathBuf::new(),
+            reason: format!("column \"attempt\" has type {}", c.data_type()),
+        }),
+    }
+}
+
+/// The columns of a schema without `attempt`: what files written before attempts
+/// were recorded hold. They are read as rows with a null attempt.
+fn without_attempt(s: &Schema) -> Schema {
+    Schema::new(s.fields().iter().filter(|f| f.name() != "attempt").cloned().collect::<Vec<_>>())
+}
+
+/// Takes `b`'s columns in `schema`'s order, filling a missing nullable column
+/// (`attempt` in older files) with nulls.
+fn conform(b: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match b.column_by_name(f.name()) {
+            Some(c) => Ok(c.clone()),
+            None if f.is_nullable() => Ok(arrow::array::new_null_array(f.data_type(), b.num_rows())),
+            None => Err(Error::Corrupt { path: PathBuf::new(), reason: format!("missing column {}", f.name()) }),
+        })
+        .collect::<Result<_>>()?;
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
 
 fn with_path(e: Error, path: &Path) -> Error {
     match e {
@@ -526,7 +569,8 @@ fn read_parquet(path: &Path, table: Table) -> Result<Option<ParquetContent>> {
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
     let covered = covered_of(builder.metadata().file_metadata().key_value_metadata());
-    if !same_columns(builder.schema(), &table.parquet_schema()) {
+    let expected = table.parquet_schema();
+    if !same_columns(builder.schema(), &expected) && !same_columns(builder.schema(), &without_attempt(&expected)) {
         return Err(Error::Corrupt {
             path: path.to_path_buf(),
             reason: format!(
@@ -597,20 +641,7 @@ struct TableRead {
 }
 
 fn strip_run_id(b: &RecordBatch, table: Table) -> Result<RecordBatch> {
-    let schema = table.segment_schema();
-    let cols: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            b.column_by_name(f.name())
-                .cloned()
-                .ok_or_else(|| Error::Corrupt {
-                    path: PathBuf::new(),
-                    reason: format!("missing column {}", f.name()),
-                })
-        })
-        .collect::<Result<_>>()?;
-    Ok(RecordBatch::try_new(schema, cols)?)
+    conform(b, table.segment_schema())
 }
 
 fn read_table(run_dir: &Path, table: Table) -> Result<TableRead> {
@@ -677,6 +708,45 @@ fn describe(s: &SegmentFile, state: &SegmentState) -> Option<String> {
             "segment {} is damaged ({r}); the batches before the damage are kept",
             s.path.display()
         )),
+    }
+}
+
+impl RunData {
+    /// The live history (see [`crate::folder::live_through`]): the rows no later
+    /// attempt superseded, in write order.
+    pub fn live(&self, bounds: &std::collections::BTreeMap<i64, i64>) -> RunData {
+        let keep = |attempt: &[Option<i64>], step: &[i64]| -> Vec<bool> {
+            attempt.iter().zip(step).map(|(a, s)| crate::folder::is_live(bounds, *a, *s)).collect()
+        };
+        fn pick<T: Clone>(v: &[T], k: &[bool]) -> Vec<T> {
+            v.iter().zip(k).filter(|(_, k)| **k).map(|(x, _)| x.clone()).collect()
+        }
+        let (m, e) = (&self.metrics, &self.evals);
+        let km = keep(&m.attempt, &m.step);
+        let ke = keep(&e.attempt, &e.step);
+        RunData {
+            metrics: MetricColumns {
+                step: pick(&m.step, &km),
+                wall_time: pick(&m.wall_time, &km),
+                name: pick(&m.name, &km),
+                value: pick(&m.value, &km),
+                attempt: pick(&m.attempt, &km),
+            },
+            evals: EvalColumns {
+                step: pick(&e.step, &ke),
+                wall_time: pick(&e.wall_time, &ke),
+                metric: pick(&e.metric, &ke),
+                value: pick(&e.value, &ke),
+                num_samples: pick(&e.num_samples, &ke),
+                cfg_scale: pick(&e.cfg_scale, &ke),
+                sampler: pick(&e.sampler, &ke),
+                sampling_steps: pick(&e.sampling_steps, &ke),
+                extractor: pick(&e.extractor, &ke),
+                attempt: pick(&e.attempt, &ke),
+            },
+            warnings: self.warnings.clone(),
+            pending: self.pending,
+        }
     }
 }
 
@@ -765,7 +835,7 @@ fn write_parquet_tmp(
         }
     }
     let props = props.build();
-    {
+    let written = (|| {
         let file = File::create(&tmp).ctx("create", &tmp)?;
         let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(pq)?;
         for b in batches {
@@ -776,7 +846,12 @@ fn write_parquet_tmp(
             w.write(&out).map_err(pq)?;
         }
         let file = w.into_inner().map_err(pq)?;
-        file.sync_all().ctx("sync", &tmp)?;
+        file.sync_all().ctx("sync", &tmp)
+    })();
+    if let Err(e) = written {
+        // A full disk or a quota: leave nothing behind (the segments still hold the rows).
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     Ok(tmp)
 }
@@ -784,10 +859,10 @@ fn write_parquet_tmp(
 /// Compacts a run folder: merges every pending segment of each table into its Parquet
 /// file (written to a temporary file, fsynced, renamed over the old one), then deletes
 /// the merged segments; damaged segments are renamed `*.arrows.corrupt` instead.
-/// The caller must hold the run's writer lock.
+/// The caller must hold the run's lease.
 pub fn compact(run_dir: &Path, run_id: &str) -> Result<CompactReport> {
     let mut report = CompactReport::default();
-    // 0. Temporary files of a compaction that was killed (we hold the lock: no live
+    // 0. Temporary files of a compaction that was killed (we hold the lease: no live
     //    writer owns them).
     if let Ok(entries) = std::fs::read_dir(run_dir) {
         for e in entries.flatten() {
@@ -815,7 +890,16 @@ pub fn compact(run_dir: &Path, run_id: &str) -> Result<CompactReport> {
                 .max()
                 .unwrap_or(0);
             let path = table.parquet_path(run_dir);
-            let tmp = write_parquet_tmp(&path, table, run_id, &read.batches, covered)?;
+            let tmp = match write_parquet_tmp(&path, table, run_id, &read.batches, covered) {
+                Ok(t) => t,
+                Err(e) => {
+                    // The other table's temporary goes too: nothing half-done stays.
+                    for (t, _) in &renames {
+                        let _ = std::fs::remove_file(t);
+                    }
+                    return Err(e);
+                }
+            };
             renames.push((tmp, path));
             report.merged_segments += read.segments.len();
         }

@@ -157,6 +157,28 @@ impl From<String> for ParamValue {
     }
 }
 
+/// One row of the `sweeps` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepRecord {
+    /// Sweep name.
+    pub name: String,
+    /// Registration time (Unix seconds).
+    pub created_at: f64,
+    /// The spec text as launched, if given.
+    pub spec: Option<String>,
+}
+
+/// A typed parameter of one run, as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamRow {
+    /// Run id.
+    pub run_id: String,
+    /// Key.
+    pub key: String,
+    /// Value.
+    pub value: ParamValue,
+}
+
 /// What the caller knows about a run when it registers it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunSpec {
@@ -248,6 +270,9 @@ pub struct StatusChange {
     pub device: Option<String>,
     /// Error or note; stored as the run's error for failed/preempted/cancelled.
     pub message: Option<String>,
+    /// For `Running`: the step this attempt starts from (the checkpoint it resumed, 0
+    /// for a fresh start). Rows of earlier attempts past it are superseded.
+    pub from_step: Option<i64>,
 }
 
 impl StatusChange {
@@ -259,7 +284,13 @@ impl StatusChange {
             host: None,
             device: None,
             message: None,
+            from_step: None,
         }
+    }
+    /// Sets the step a `Running` attempt starts from.
+    pub fn from_step(mut self, step: i64) -> Self {
+        self.from_step = Some(step);
+        self
     }
     /// Sets the message (error text).
     pub fn message(mut self, m: impl Into<String>) -> Self {
@@ -279,7 +310,7 @@ impl StatusChange {
     }
 }
 
-/// One row of the append-only `events` table.
+/// One line of a run's append-only event log (`events.jsonl`; the `events` table).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Run id.
@@ -292,6 +323,14 @@ pub struct Event {
     pub attempt: i64,
     /// Host that reported it.
     pub host: Option<String>,
+    /// Device of the attempt ("cuda:0", "cpu").
+    pub device: Option<String>,
+    /// Process that reported it.
+    pub pid: Option<u32>,
+    /// Slurm job id of the process that reported it.
+    pub job: Option<String>,
+    /// For `running`: the step the attempt starts from.
+    pub from_step: Option<i64>,
     /// Error or note.
     pub message: Option<String>,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder};
 use arrow::ipc::writer::StreamWriter;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::fsutil::sync_dir;
 use crate::ids::validate_metric_name;
 use crate::segments::{compact, segment_path, summarize, CompactReport, RunData, Table};
@@ -17,9 +17,6 @@ use crate::types::{now, EvalRow, Summary};
 
 /// A segment is closed and the next one started once it grows past this size.
 pub const SEGMENT_ROTATE_BYTES: u64 = 64 << 20;
-
-/// Name of the writer lock file inside a run folder.
-pub const LOCK_FILE: &str = ".writer.lock";
 
 /// How far a [`MetricWriter::flush`] goes before it returns.
 ///
@@ -33,7 +30,7 @@ pub enum Durability {
     /// `sync` (the trainer calls it with every checkpoint), at `close`, or when the
     /// kernel writes them back. A power loss can drop rows logged since the last sync,
     /// which are exactly the steps a resume from the last checkpoint recomputes. This is
-    /// the registry's own rule (SQLite WAL with `synchronous=NORMAL`).
+    /// the rule SQLite's WAL with `synchronous=NORMAL` follows too.
     #[default]
     Process,
     /// `flush` also fsyncs: a power loss loses nothing flushed (≈ 0.3 ms per flush per
@@ -101,6 +98,7 @@ struct MetricBuffer {
     wall_time: Float64Builder,
     name: StringBuilder,
     value: Float64Builder,
+    attempt: Int64Builder,
     rows: usize,
 }
 
@@ -111,6 +109,7 @@ impl MetricBuffer {
             Arc::new(self.wall_time.finish()),
             Arc::new(self.name.finish()),
             Arc::new(self.value.finish()),
+            Arc::new(self.attempt.finish()),
         ];
         self.rows = 0;
         Ok(RecordBatch::try_new(Table::Metrics.segment_schema(), cols)?)
@@ -128,6 +127,7 @@ struct EvalBuffer {
     sampler: StringBuilder,
     sampling_steps: Int64Builder,
     extractor: StringBuilder,
+    attempt: Int64Builder,
     rows: usize,
 }
 
@@ -143,6 +143,7 @@ impl EvalBuffer {
             Arc::new(self.sampler.finish()),
             Arc::new(self.sampling_steps.finish()),
             Arc::new(self.extractor.finish()),
+            Arc::new(self.attempt.finish()),
         ];
         self.rows = 0;
         Ok(RecordBatch::try_new(Table::Evals.segment_schema(), cols)?)
@@ -156,7 +157,7 @@ pub struct CloseReport {
     pub metric_rows: usize,
     /// Eval rows in `evals.parquet`.
     pub eval_rows: usize,
-    /// The summaries written to the registry.
+    /// The summaries written to `summaries.json` (of the live history).
     pub summaries: Vec<Summary>,
     /// Truncated or damaged segments met during compaction (readable prefixes kept).
     pub warnings: Vec<String>,
@@ -172,18 +173,20 @@ pub struct CloseReport {
 ///   when it returns, those rows survive a kill -9 (and a power loss too with
 ///   [`Durability::Machine`]; [`sync`](Self::sync) gives that guarantee on demand);
 /// * [`close`](Self::close) flushes, compacts all segments into `metrics.parquet` /
-///   `evals.parquet` and writes the run's summaries to the registry.
+///   `evals.parquet` and writes the run's summaries (`summaries.json`).
 ///
-/// Opening a writer takes the run's exclusive lock (`<run>/.writer.lock`, released
-/// by the OS when the process dies) and compacts segments left by an earlier writer,
-/// keeping the readable prefix of a truncated one. Each writer session writes new
+/// A writer runs under the run's lease ([`crate::Lease`]; no lock, no SQLite), stamps
+/// every row with its attempt, and on opening compacts segments left by an earlier
+/// writer, keeping the readable prefix of a truncated one. Each writer session writes new
 /// segment files, never appending to old ones. Dropping a writer without `close`
 /// flushes (best effort) but does not compact.
 pub struct MetricWriter {
     store: Store,
     run_id: String,
     dir: PathBuf,
-    _lock: File,
+    attempt: i64,
+    /// Held when the writer took the lease itself ([`Store::metric_writer`]).
+    lease: Option<crate::lease::Lease>,
     next_number: u64,
     metrics_seg: Option<Segment>,
     evals_seg: Option<Segment>,
@@ -205,31 +208,19 @@ impl std::fmt::Debug for MetricWriter {
 }
 
 impl MetricWriter {
-    pub(crate) fn open(store: Store, dir: PathBuf, run_id: String) -> Result<MetricWriter> {
+    pub(crate) fn open(
+        store: Store,
+        dir: PathBuf,
+        run_id: String,
+        attempt: i64,
+        lease: Option<crate::lease::Lease>,
+    ) -> Result<MetricWriter> {
         std::fs::create_dir_all(&dir).ctx("create run directory", &dir)?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .ctx("open writer lock", &lock_path)?;
-        match fs4::FileExt::try_lock(&lock) {
-            Ok(()) => {}
-            Err(fs4::TryLockError::WouldBlock) => return Err(Error::RunLocked(run_id)),
-            Err(fs4::TryLockError::Error(e)) => {
-                return Err(Error::Io {
-                    op: "lock",
-                    path: lock_path,
-                    source: e,
-                });
-            }
-        }
         // Whatever an earlier (killed) writer left is compacted first, so that this
         // session starts from a clean folder and numbers its segments after the rest.
         let report = compact(&dir, &run_id)?;
         let recovered = if report.merged_segments > 0 || !report.quarantined.is_empty() {
-            let summaries = summarize(&run_id, &report.data);
+            let summaries = summarize(&run_id, &live_history(&dir, &run_id, &report.data)?);
             store.replace_summaries(&run_id, &summaries)?;
             Some(report)
         } else {
@@ -245,7 +236,8 @@ impl MetricWriter {
             store,
             run_id,
             dir,
-            _lock: lock,
+            attempt,
+            lease,
             next_number,
             metrics_seg: None,
             evals_seg: None,
@@ -256,6 +248,11 @@ impl MetricWriter {
             recovered,
             durability: Durability::default(),
         })
+    }
+
+    /// The attempt its rows are stamped with.
+    pub fn attempt(&self) -> i64 {
+        self.attempt
     }
 
     /// The run id.
@@ -285,6 +282,7 @@ impl MetricWriter {
         self.mbuf.wall_time.append_value(wall_time);
         self.mbuf.name.append_value(name);
         self.mbuf.value.append_value(value);
+        self.mbuf.attempt.append_value(self.attempt);
         self.mbuf.rows += 1;
         Ok(())
     }
@@ -302,6 +300,7 @@ impl MetricWriter {
         b.sampler.append_value(&row.sampler);
         b.sampling_steps.append_value(row.sampling_steps);
         b.extractor.append_value(&row.extractor);
+        b.attempt.append_value(self.attempt);
         b.rows += 1;
         Ok(())
     }
@@ -371,8 +370,6 @@ impl MetricWriter {
         Ok(())
     }
 
-    /// Flushes, compacts the run's segments into Parquet and stores its summaries
-    /// in the registry. The writer lock is released afterwards.
     /// Flushes and makes every row logged so far durable against power loss, whatever
     /// the [`Durability`]: the trainer calls it with each checkpoint, so the metrics on
     /// disk always reach at least the step the run would resume from.
@@ -392,6 +389,8 @@ impl MetricWriter {
         Ok(())
     }
 
+    /// Flushes, compacts the run's segments into Parquet and writes its summaries (of
+    /// the live history). A lease the writer took itself is released afterwards.
     pub fn close(mut self) -> Result<CloseReport> {
         self.flush()?;
         for seg in [self.metrics_seg.take(), self.evals_seg.take()]
@@ -407,8 +406,11 @@ impl MetricWriter {
             w.get_mut().flush().ctx("write segment", &seg.path)?;
         }
         let report = compact(&self.dir, &self.run_id)?;
-        let summaries = summarize(&self.run_id, &report.data);
+        let summaries = summarize(&self.run_id, &live_history(&self.dir, &self.run_id, &report.data)?);
         self.store.replace_summaries(&self.run_id, &summaries)?;
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
         Ok(CloseReport {
             metric_rows: report.data.metrics.len(),
             eval_rows: report.data.evals.len(),
@@ -430,6 +432,12 @@ impl Drop for MetricWriter {
             let _ = self.flush();
         }
     }
+}
+
+/// The rows of `data` no later attempt superseded, per the run's event log.
+fn live_history(dir: &Path, run_id: &str, data: &RunData) -> Result<RunData> {
+    let (events, _) = crate::folder::read_events(dir, run_id)?;
+    Ok(data.live(&crate::folder::live_through(&events)))
 }
 
 fn max_number(dir: &Path) -> Result<u64> {

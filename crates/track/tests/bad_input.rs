@@ -28,37 +28,36 @@ fn losses(run: &Path) -> Vec<f64> {
 }
 
 #[test]
-fn corrupt_registry_is_reported_and_left_alone() {
+fn a_damaged_index_is_rebuilt_from_the_run_folders() {
     let tmp = tempfile::tempdir().unwrap();
     let (s, run) = store_with_run(tmp.path());
     let root = s.root().to_path_buf();
+    let before = (s.runs(None).unwrap(), s.events(None).unwrap(), s.summaries(None).unwrap());
     drop(s);
-    let reg = root.join("registry.sqlite");
+    let index = root.join("index.sqlite");
+    assert!(index.is_file(), "the index lives beside a store on a local filesystem");
+    let len = std::fs::metadata(&index).unwrap().len();
     for garbage in [
         b"this is not a database, just text that is long enough to be read as a header....."
             .repeat(80),
         vec![0xAB; 4096],
     ] {
-        std::fs::write(&reg, &garbage).unwrap();
-        let _ = std::fs::remove_file(root.join("registry.sqlite-wal"));
-        let _ = std::fs::remove_file(root.join("registry.sqlite-shm"));
-        let e = Store::open(&root).unwrap_err();
-        assert!(matches!(e, Error::CorruptRegistry { .. }), "{e}");
-        let msg = e.to_string();
-        assert!(
-            msg.contains("registry.sqlite") && msg.contains("not a readable SQLite database"),
-            "{msg}"
-        );
-        let e = Store::open_read_only(&root).unwrap_err();
-        assert!(matches!(e, Error::CorruptRegistry { .. }), "{e}");
-        assert_eq!(
-            std::fs::read(&reg).unwrap(),
-            garbage,
-            "the corrupt registry was modified"
-        );
-        // The run's data is untouched and readable without the registry.
+        std::fs::write(&index, &garbage).unwrap();
+        let s = Store::open_read_only(&root).unwrap();
+        let after = (s.runs(None).unwrap(), s.events(None).unwrap(), s.summaries(None).unwrap());
+        assert_eq!(after, before, "the rebuilt index answers as before");
+        assert_ne!(std::fs::read(&index).unwrap(), garbage, "the damaged index was replaced");
+        // The run's data is untouched.
         assert_eq!(losses(&run), (0..100).map(|s| s as f64).collect::<Vec<_>>());
     }
+    // Cut short (as by a crash of the disk under it), with its WAL beside it.
+    let s = Store::open_read_only(&root).unwrap();
+    let _ = s.runs(None).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&index).unwrap();
+    f.set_len(len.min(4096) / 2).unwrap();
+    drop(f);
+    let s = Store::open_read_only(&root).unwrap();
+    assert_eq!((s.runs(None).unwrap(), s.events(None).unwrap(), s.summaries(None).unwrap()), before);
 }
 
 #[test]
@@ -253,24 +252,18 @@ fn bad_ids_are_rejected_before_anything_is_written() {
 }
 
 #[test]
-fn newer_schema_is_refused_without_changes() {
+fn a_run_folder_of_a_newer_format_is_left_out_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let (s, _) = store_with_run(tmp.path());
-    let root = s.root().to_path_buf();
-    drop(s);
-    let c = rusqlite::Connection::open(root.join("registry.sqlite")).unwrap();
-    c.execute(
-        "INSERT INTO schema_version (version, applied_at) VALUES (99, 0)",
-        [],
-    )
-    .unwrap();
-    drop(c);
-    for e in [
-        Store::open(&root).unwrap_err(),
-        Store::open_read_only(&root).unwrap_err(),
-    ] {
-        assert!(matches!(e, Error::SchemaTooNew { found: 99, .. }), "{e}");
-    }
+    let (s, run) = store_with_run(tmp.path());
+    s.register_run(&RunSpec { id: "r2".into(), sweep: "sw".into(), ..Default::default() }).unwrap();
+    let path = run.join("run.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace("\"format\": 1", "\"format\": 99");
+    std::fs::write(&path, &text).unwrap();
+    let ids: Vec<_> = s.runs(None).unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, ["r2"], "the other run still answers");
+    let w = s.warnings().unwrap();
+    assert!(w.iter().any(|w| w.contains("run.json") && w.contains("upgrade ditbench")), "{w:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "nothing was changed in it");
 }
 
 fn walk(root: &Path) -> Vec<PathBuf> {
@@ -282,7 +275,7 @@ fn walk(root: &Path) -> Vec<PathBuf> {
             if p.is_dir() {
                 stack.push(p.clone());
             }
-            if !p.to_string_lossy().contains("registry.sqlite") {
+            if !p.to_string_lossy().contains("index.sqlite") {
                 out.push(p);
             }
         }

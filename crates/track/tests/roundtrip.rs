@@ -208,7 +208,9 @@ fn a_second_writer_on_the_same_run_is_refused() {
     store.register_run(&spec("r1", "sw")).unwrap();
     let _w = store.metric_writer("r1").unwrap();
     let err = store.metric_writer("r1").unwrap_err();
-    assert!(matches!(err, ditbench_track::Error::RunLocked(_)), "{err}");
+    assert!(matches!(err, ditbench_track::Error::RunLocked { .. }), "{err}");
+    // The refusal names the holder (this process) so the user knows whom to ask.
+    assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
 }
 
 #[test]
@@ -387,7 +389,9 @@ fn registry_round_trip_params_status_events() {
             (Status::Finished, 2)
         ]
     );
-    assert_eq!(store.integrity_check().unwrap(), "ok");
+    // The event log in the run folder is the record; the index says the same.
+    let log = std::fs::read_to_string(store.root().join("sw/r1/events.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 5, "{log}");
 
     // A second connection sees the same.
     let ro = Store::open_read_only(store.root()).unwrap();
@@ -417,4 +421,86 @@ fn resolve_store_precedence() {
         ditbench_track::resolve_store(None),
         Path::new("experiments")
     );
+}
+
+#[test]
+fn a_lease_left_by_a_dead_writer_is_taken_over_and_the_takeover_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    store.register_run(&spec("r1", "sw")).unwrap();
+    // Attempt 1 starts and its process dies without a word (kill -9): its lease and
+    // its `running` status stay behind.
+    store.set_status("r1", &StatusChange::new(Status::Running).from_step(0)).unwrap();
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let lease = ditbench_track::LeaseInfo {
+        host: ditbench_common::hostname(),
+        pid: dead_pid,
+        pid_start: None,
+        attempt: 1,
+        job: None,
+        acquired: ditbench_track::now(),
+        heartbeat: ditbench_track::now(),
+        token: "dead".into(),
+    };
+    let dir = store.root().join("sw/r1");
+    std::fs::write(dir.join(ditbench_track::LEASE_FILE), serde_json::to_vec(&lease).unwrap()).unwrap();
+    assert_eq!(store.live_holder("r1").unwrap(), None, "a holder whose pid is gone is not live");
+
+    let taken = store.acquire_lease("r1").unwrap();
+    assert_eq!(taken.attempt(), 2);
+    let events = store.run_events("r1").unwrap();
+    let last = events.last().unwrap();
+    assert_eq!((last.status, last.attempt), (Status::Failed, 1), "{events:?}");
+    let msg = last.message.as_deref().unwrap();
+    assert!(msg.contains("taken over") && msg.contains(&format!("pid {dead_pid}")) && msg.contains("no longer exists"), "{msg}");
+    // While this process holds it, it is live and a second writer is refused by name.
+    assert_eq!(store.live_holder("r1").unwrap().unwrap().pid, std::process::id());
+    let err = store.acquire_lease("r1").unwrap_err();
+    assert!(err.to_string().contains("attempt 2"), "{err}");
+    taken.release();
+    assert!(!dir.join(ditbench_track::LEASE_FILE).exists());
+}
+
+#[test]
+fn a_resume_supersedes_the_rows_past_its_checkpoint_and_summaries_count_one_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = new_store(tmp.path());
+    store.register_run(&spec("r1", "sw")).unwrap();
+    // Attempt 1 logs steps 1..=37 and dies (its writer is dropped, not closed); the
+    // latest checkpoint was at 30.
+    let a1 = store.set_status("r1", &StatusChange::new(Status::Running).from_step(0)).unwrap();
+    let lease = store.acquire_lease("r1").unwrap();
+    assert_eq!(lease.attempt(), a1 + 1, "the lease is taken for the next attempt");
+    drop(lease);
+    let mut w = store.metric_writer("r1").unwrap();
+    assert_eq!(w.attempt(), 1);
+    for step in 1..=37 {
+        w.log(step, "loss", 100.0 + step as f64).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    // Attempt 2 resumes from 30 and finishes at 50.
+    let lease = store.acquire_lease("r1").unwrap();
+    store.set_status("r1", &StatusChange::new(Status::Running).attempt(lease.attempt()).from_step(30)).unwrap();
+    let mut w = store.writer_for("r1", &lease).unwrap();
+    assert_eq!(w.attempt(), 2);
+    for step in 31..=50 {
+        w.log(step, "loss", step as f64).unwrap();
+    }
+    let rep = w.close().unwrap();
+    store.set_status("r1", &StatusChange::new(Status::Finished)).unwrap();
+    lease.release();
+    assert_eq!(rep.metric_rows, 57, "every row is kept on disk");
+    let loss = rep.summaries.iter().find(|s| s.metric == "loss").unwrap();
+    assert_eq!((loss.count, loss.last_step, loss.last, loss.max), (50, 50, 50.0, 130.0));
+    let data = read_run(&store.root().join("sw/r1")).unwrap();
+    let live = data.live(&ditbench_track::live_through(&store.run_events("r1").unwrap()));
+    let steps: Vec<i64> = live.metrics.step.clone();
+    assert_eq!(steps, (1..=50).collect::<Vec<_>>(), "one row per step");
+    let from: Vec<Option<i64>> = live.metrics.attempt.clone();
+    assert!(from[..30].iter().all(|a| *a == Some(1)) && from[30..].iter().all(|a| *a == Some(2)));
+    assert_eq!(store.summaries(Some("r1")).unwrap().iter().find(|s| s.metric == "loss").unwrap().count, 50);
 }

@@ -2,8 +2,11 @@
 //! the resume point, status changes, the log, and what happens between steps
 //! (metrics, checkpoints, sample grids, evaluations) and at the end.
 //!
-//! Only rank 0 writes: on the other ranks an attempt holds no log and no writer, and
-//! its cadence does nothing but follow the resume point.
+//! Only rank 0 writes, and only while it holds the run's lease (one writer per run,
+//! `ditbench_track::Lease`): it takes the lease right after registering the run and
+//! before writing anything else, so a second process started on a live run is refused
+//! and changes nothing. On the other ranks an attempt holds no lease, log or writer,
+//! and its cadence does nothing but follow the resume point.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ditbench_data::{Batch, BadImage, Cursor, Dataset};
-use ditbench_track::{MetricWriter, RunSpec, Status, StatusChange, Store};
+use ditbench_track::{Lease, MetricWriter, RunSpec, Status, StatusChange, Store};
 use ditbench_generate::Decoder;
 use ditbench_torchext::device_name;
 use tch::Device;
@@ -59,33 +62,44 @@ pub struct Quiet;
 impl Progress for Quiet {}
 
 /// The run's `log.txt` (rank 0 only; other ranks log nothing).
-struct RunLog(Option<std::fs::File>);
+#[derive(Default)]
+struct RunLog {
+    file: Option<(std::fs::File, PathBuf)>,
+    /// The first write that failed: lines are written where they happen (some inside
+    /// callbacks that cannot fail), and the failure stops the run at the next check.
+    failed: Option<std::io::Error>,
+}
 
 impl RunLog {
     fn line(&mut self, progress: &mut dyn Progress, msg: &str) {
-        if let Some(f) = &mut self.0 {
-            let _ = writeln!(f, "{:.3} {msg}", ditbench_track::now());
+        if self.file.is_some() {
+            self.file_line(msg);
             progress.message(msg);
         }
     }
 
     /// A line for `log.txt` only (what the caller prints itself).
     fn file_line(&mut self, msg: &str) {
-        if let Some(f) = &mut self.0 {
-            let _ = writeln!(f, "{:.3} {msg}", ditbench_track::now());
+        if let Some((f, _)) = &mut self.file {
+            if let Err(e) = writeln!(f, "{:.3} {msg}", ditbench_track::now()) {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+
+    /// The first failed write since the last check, as the error that stops the run.
+    fn check(&mut self) -> Result<(), TrainError> {
+        match (self.failed.take(), &self.file) {
+            (Some(source), Some((_, path))) => {
+                Err(TrainError::Io { path: path.clone(), source }.writing(|| "the run's log.txt".into()))
+            }
+            _ => Ok(()),
         }
     }
 }
 
 /// The host this process runs on (recorded with each attempt and in config.toml).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
-}
+pub use ditbench_common::hostname;
 
 /// One attempt at training a run, from registration to its final status.
 pub struct Attempt<'a> {
@@ -95,6 +109,10 @@ pub struct Attempt<'a> {
     run_dir: PathBuf,
     ckpt_dir: PathBuf,
     log: RunLog,
+    /// The run's lease (rank 0, from [`Attempt::open`] until [`Attempt::finish`]
+    /// releases it): owned by the caller, so that an error that ends the attempt is
+    /// recorded while the lease is still held ([`crate::train`]).
+    lease: &'a mut Option<Lease>,
     /// Rank 0 only.
     writer: Option<MetricWriter>,
     decoder: Decoder,
@@ -114,11 +132,16 @@ pub struct Attempt<'a> {
 }
 
 impl<'a> Attempt<'a> {
-    /// Opens the attempt: registers the run and writes its config and params (rank 0),
-    /// resumes `trainer` from the latest checkpoint (every rank reads the same file),
-    /// makes the ranks agree on the weights, marks the run running, and prepares the
-    /// decoder and the evaluator (so a missing VAE or extractor fails now, not at the
-    /// first grid).
+    /// Opens the attempt: registers the run, takes its lease into `lease` and writes
+    /// its config and params (rank 0), resumes `trainer` from the latest checkpoint
+    /// (every rank reads the same file), makes the ranks agree on the weights, marks
+    /// the run running, and prepares the decoder and the evaluator (so a missing VAE or
+    /// extractor fails now, not at the first grid).
+    ///
+    /// A run whose lease a live process holds is refused
+    /// (`ditbench_track::Error::RunLocked`, [`TrainError::is_busy`]) before anything
+    /// is written.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         store: &'a Store,
         cfg: &'a RunConfig,
@@ -127,16 +150,33 @@ impl<'a> Attempt<'a> {
         dataset: &Arc<dyn Dataset>,
         bad_at_open: &[BadImage],
         progress: &'a mut dyn Progress,
+        lease: &'a mut Option<Lease>,
     ) -> Result<Self, TrainError> {
         let lead = trainer.is_lead();
         let device = trainer.device();
         let run_dir = store.run_dir(&cfg.sweep, &cfg.run_id);
-        let mut log = RunLog(None);
+        let ckpt_dir = run_dir.join("checkpoints");
+        let mut log = RunLog::default();
+        let mut notes = Vec::new();
         if lead {
             store.register_sweep(&cfg.sweep, None)?;
             store.register_run(&RunSpec::from_config(cfg, Some(provenance.git_commit.clone()), Some(provenance.git_dirty)))?;
+            // One writer per run: everything below writes only under the lease. A
+            // refusal leaves the run as it was (a registration above changes nothing
+            // when the run exists).
+            let held = lease.insert(store.acquire_lease(&cfg.run_id)?);
+            if let Some((previous, why)) = held.took_over() {
+                notes.push(format!("took the run over from {previous}: {why}"));
+            }
+            // A save killed mid-write leaves its temporary (the size of a checkpoint);
+            // only the lease holder writes checkpoints, so every one found is stale.
+            let removed = ditbench_model::checkpoint::remove_temporaries(&ckpt_dir)
+                .map_err(|source| TrainError::Io { path: ckpt_dir.clone(), source })?;
+            if !removed.is_empty() {
+                notes.push(format!("removed {} temporary file(s) of checkpoint saves that were killed", removed.len()));
+            }
             let config_text = format!("{}{}{}", cfg.to_toml(), crate::config::PROVENANCE_HEADER, provenance.to_toml(device));
-            store.write_config(&cfg.run_id, &config_text)?;
+            store.write_config(&cfg.run_id, &config_text).map_err(|e| TrainError::from(e).writing(|| "the run's config.toml".into()))?;
             let t = &cfg.train;
             store.set_params(
                 &cfg.run_id,
@@ -150,17 +190,20 @@ impl<'a> Attempt<'a> {
                     ("image_size", (cfg.data.image_size as i64).into()),
                     ("world_size", (trainer.ranks.world() as i64).into()),
                 ],
-            )?;
+            )
+            .map_err(|e| TrainError::from(e).writing(|| "the run's params.json".into()))?;
             let log_path = run_dir.join("log.txt");
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&log_path)
-                .map_err(|e| TrainError::Io { path: log_path.clone(), source: e })?;
-            log = RunLog(Some(file));
+                .map_err(|e| TrainError::Io { path: log_path.clone(), source: e }.writing(|| "the run's log.txt".into()))?;
+            log.file = Some((file, log_path));
+            for note in &notes {
+                log.line(progress, note);
+            }
         }
 
-        let ckpt_dir = run_dir.join("checkpoints");
         let (mut first_step, mut cursor, mut bad_met) = (0, Cursor::default(), BTreeSet::new());
         if let Some((_, path)) = checkpoint::list_checkpoints(&ckpt_dir).pop() {
             let r = trainer.load(&path)?;
@@ -172,9 +215,25 @@ impl<'a> Attempt<'a> {
         }
         trainer.broadcast_weights()?;
         let mut writer = None;
-        if lead {
-            store.set_status(&cfg.run_id, &StatusChange::new(Status::Running).on(hostname(), device_name(device)))?;
-            writer = Some(store.metric_writer(&cfg.run_id)?);
+        if let Some(held) = lease.as_ref() {
+            // Rows carry the lease's attempt: a later resume supersedes those past
+            // the step it resumes from (ditbench_track::live_through). The writer is
+            // opened before the run is marked running: a damaged metric file (named in
+            // the error) leaves the run's status as it was, never `failed`.
+            let opened = store.writer_for(&cfg.run_id, held);
+            if let Err(e @ (ditbench_track::Error::Corrupt { .. } | ditbench_track::Error::Parquet { .. })) = opened {
+                if let Some(l) = lease.take() {
+                    l.release();
+                }
+                return Err(TrainError::from(e));
+            }
+            writer = Some(opened.map_err(|e| TrainError::from(e).writing(|| "the run's metric tables".into()))?);
+            let held = lease.as_ref().expect("held above");
+            let running = StatusChange::new(Status::Running)
+                .attempt(held.attempt())
+                .from_step(first_step as i64)
+                .on(hostname(), device_name(device));
+            store.set_status(&cfg.run_id, &running).map_err(|e| TrainError::from(e).writing(|| "the run's event log".into()))?;
         }
         if !bad_at_open.is_empty() {
             log.line(progress, &bad_at_open_line(cfg, bad_at_open));
@@ -220,6 +279,7 @@ impl<'a> Attempt<'a> {
                 trainer.micro_batch()
             ),
         );
+        log.check()?;
         progress.start(first_step, t.steps);
         Ok(Attempt {
             store,
@@ -228,6 +288,7 @@ impl<'a> Attempt<'a> {
             run_dir,
             ckpt_dir,
             log,
+            lease,
             writer,
             decoder,
             evaluator,
@@ -255,11 +316,15 @@ impl<'a> Attempt<'a> {
     /// Everything between steps, after step `done` (1-based: steps taken so far) was
     /// taken on `batch`: unreadable images, progress, metrics at log steps, then (rank
     /// 0) checkpoints, sample grids and evaluations at their cadences.
+    ///
+    /// Stops with [`TrainError::LeaseLost`], writing nothing, once another process has
+    /// taken the run over.
     pub fn after_step(&mut self, trainer: &Trainer, done: u64, stats: &StepStats, batch: &Batch) -> Result<(), TrainError> {
         let (cfg, t) = (self.cfg, &self.cfg.train);
         self.cursor = batch.next;
-        self.note_bad_images(&batch.bad_images, done);
         self.progress.step(done, stats.loss);
+        self.check_lease()?;
+        self.note_bad_images(&batch.bad_images, done);
         if is_log_step(t, done) {
             self.log_metrics(trainer, done, stats)?;
         }
@@ -272,38 +337,77 @@ impl<'a> Attempt<'a> {
             // Metrics reach the disk with each checkpoint: after a power loss, the run
             // resumes from a step whose history is all there (flushes between
             // checkpoints only guard against the process dying, track::Durability).
-            self.writer.as_mut().expect("lead").sync()?;
+            self.writer
+                .as_mut()
+                .expect("lead")
+                .sync()
+                .map_err(|e| TrainError::from(e).writing(|| format!("the metrics up to step {done}")))?;
         }
         if t.sample_every > 0 && done % t.sample_every == 0 && before_end {
-            ditbench_generate::sample_grid(&self.run_dir, &trainer.ema.model, &self.decoder, cfg, done, trainer.device())?;
+            self.grid(trainer, done)?;
         }
         if let Some(e) = &cfg.eval {
             if e.every > 0 && done % e.every == 0 && before_end {
                 self.evaluate(trainer, done)?;
             }
         }
-        Ok(())
+        self.log.check()
+    }
+
+    /// Refuses to go on once the lease is lost: another process took the run over
+    /// (this one looked dead to it), and from then on only that process writes.
+    fn check_lease(&self) -> Result<(), TrainError> {
+        match self.lease.as_ref() {
+            Some(lease) if lease.lost() => {
+                let holder = match ditbench_track::lease::read_lease(&self.run_dir) {
+                    Ok(Some(info)) => info.to_string(),
+                    _ => "a process whose lease could not be read".into(),
+                };
+                Err(TrainError::LeaseLost { run: self.cfg.run_id.clone(), holder })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The sample grid of step `step`. A grid is written in place (not through a
+    /// temporary file): one the filesystem cut short is removed, not left as a torn PNG.
+    fn grid(&mut self, trainer: &Trainer, step: u64) -> Result<(), TrainError> {
+        ditbench_generate::sample_grid(&self.run_dir, &trainer.ema.model, &self.decoder, self.cfg, step, trainer.device())
+            .map(drop)
+            .map_err(|e| {
+                let e = TrainError::from(e).writing(|| format!("the sample grid of step {step}"));
+                if e.is_io() {
+                    let _ = std::fs::remove_file(self.run_dir.join("samples").join(format!("{step:07}.png")));
+                }
+                e
+            })
     }
 
     /// Ends the attempt: the last checkpoint (unless failed), the final grid and
-    /// evaluation (when finished), the metric files closed, the status recorded.
+    /// evaluation (when finished), the metric files closed, the status recorded, then
+    /// the lease released (in that order: the next holder finds the run complete).
     pub fn finish(mut self, trainer: &Trainer, outcome: Outcome) -> Result<Outcome, TrainError> {
         self.progress.finish();
         if self.writer.is_none() {
             return Ok(outcome);
         }
+        self.check_lease()?;
         match &outcome {
             Outcome::Finished { step } | Outcome::Preempted { step } => self.checkpoint(trainer, *step)?,
             Outcome::Failed { .. } => {}
         }
         if matches!(outcome, Outcome::Finished { .. }) {
             let steps = self.cfg.train.steps;
-            ditbench_generate::sample_grid(&self.run_dir, &trainer.ema.model, &self.decoder, self.cfg, steps, trainer.device())?;
+            self.grid(trainer, steps)?;
             if self.evaluator.is_some() {
                 self.evaluate(trainer, steps)?;
             }
         }
-        self.writer.take().expect("lead").close()?;
+        self.writer
+            .take()
+            .expect("lead")
+            .close()
+            .map_err(|e| TrainError::from(e).writing(|| "the run's metric tables and summaries".into()))?;
         let change = match &outcome {
             Outcome::Finished { .. } => StatusChange::new(Status::Finished),
             Outcome::Preempted { step } => {
@@ -311,9 +415,16 @@ impl<'a> Attempt<'a> {
             }
             Outcome::Failed { reason, .. } => StatusChange::new(Status::Failed).message(reason.clone()),
         };
-        self.store.set_status(&self.cfg.run_id, &change)?;
-        // The caller prints the outcome to the user; the log keeps its own copy.
+        let attempt = self.lease.as_ref().expect("the lead holds the lease").attempt();
+        self.store
+            .set_status(&self.cfg.run_id, &change.attempt(attempt))
+            .map_err(|e| TrainError::from(e).writing(|| "the run's event log".into()))?;
+        // The caller prints the outcome to the user; the log keeps its own copy (the
+        // run has ended: a line that cannot be written no longer changes that).
         self.log.file_line(&outcome.to_string());
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
         Ok(outcome)
     }
 
@@ -375,7 +486,7 @@ impl<'a> Attempt<'a> {
             for (name, value) in metrics {
                 writer.log(done as i64, name, value)?;
             }
-            writer.flush()?;
+            writer.flush().map_err(|e| TrainError::from(e).writing(|| format!("the metrics of step {done}")))?;
         }
         let StepStats { loss, mse, vb, grad_norm, lr } = *s;
         self.log.line(
@@ -395,7 +506,9 @@ impl<'a> Attempt<'a> {
             data_cursor: serde_json::to_string(&self.cursor).expect("cursor serialises"),
             bad_images: self.bad_met.iter().cloned().collect(),
         };
-        let path = trainer.save(&self.ckpt_dir, &resume)?;
+        // A failed save removes its temporary file (write_atomic) and leaves the
+        // previous checkpoints as they were.
+        let path = trainer.save(&self.ckpt_dir, &resume).map_err(|e| e.writing(|| format!("the checkpoint of step {step}")))?;
         self.log.line(self.progress, &format!("checkpoint {}", path.display()));
         Ok(())
     }
@@ -416,7 +529,7 @@ impl<'a> Attempt<'a> {
             sampling_steps: r.sampling_steps,
             extractor: r.extractor.clone(),
         })?;
-        writer.flush()?;
+        writer.flush().map_err(|e| TrainError::from(e).writing(|| format!("the evaluation of step {step}")))?;
         self.log.line(
             self.progress,
             &format!(

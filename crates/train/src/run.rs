@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ditbench_c10d::Ranks;
-use ditbench_track::{Status, StatusChange, Store};
+use ditbench_track::{Lease, Status, StatusChange, Store};
 use tch::Device;
 
 use crate::attempt::Attempt;
@@ -47,9 +47,12 @@ pub fn registered_config(store: &Store, run_id: &str) -> Result<(RunConfig, Path
 /// Registers (idempotently) and trains one run to the end, resuming from its latest
 /// checkpoint when there is one.
 ///
-/// An error after the run was marked running (a lost rank, a missing file, a full disk)
-/// marks it failed with the reason; its checkpoints stay, and training it again
-/// resumes.
+/// A run that another live process trains (it holds the run's lease) is refused
+/// before anything is written ([`TrainError::is_busy`]). An error while this process
+/// holds the lease (a lost rank, a missing file, a full disk) marks the attempt failed
+/// with the reason, when the event log can still be written; its checkpoints stay,
+/// and training it again resumes. A failure of the filesystem is told by
+/// [`TrainError::is_io`].
 pub fn train(
     store: &Store,
     cfg: &RunConfig,
@@ -57,21 +60,41 @@ pub fn train(
     progress: &mut dyn Progress,
     provenance: &Provenance,
 ) -> Result<Outcome, TrainError> {
-    let result = train_attempt(store, cfg, stop, progress, provenance);
-    if let Err(e) = &result {
-        if ditbench_c10d::rank_from_env() == 0 && store.run(&cfg.run_id).is_ok_and(|r| r.status == Status::Running) {
-            let _ = store.set_status(&cfg.run_id, &StatusChange::new(Status::Failed).message(e.to_string()));
+    // A finished run whose last checkpoint is at its last step is not trained again: a
+    // second pass would only evaluate it anew and rewrite its files (every rank reads
+    // the same record, so all return here). A config that asks for more steps goes on.
+    if let Ok(rec) = store.run(&cfg.run_id) {
+        let last = ditbench_model::checkpoint::list_checkpoints(&store.run_dir(&rec.sweep, &rec.id).join("checkpoints")).pop();
+        if rec.status == Status::Finished && last.is_some_and(|(step, _)| step >= cfg.train.steps) {
+            return Ok(Outcome::Finished { step: cfg.train.steps });
         }
+    }
+    // Filled by Attempt::open on the lead rank, released by Attempt::finish; held here
+    // so that an error is recorded before the lease goes (then no second process can
+    // have started an attempt that this failure would be filed under).
+    let mut lease: Option<Lease> = None;
+    let result = train_attempt(store, cfg, stop, progress, provenance, &mut lease);
+    if let (Err(e), Some(held)) = (&result, lease.take()) {
+        // A lost lease belongs to the process that took the run over: not a word more.
+        if !held.lost() {
+            let failed = StatusChange::new(Status::Failed).attempt(held.attempt()).message(e.to_string());
+            // Best effort: with the disk full, the event log may not take it either;
+            // the run then reads as running with no holder, which the next holder
+            // records as a failure of this attempt.
+            let _ = store.set_status(&cfg.run_id, &failed);
+        }
+        held.release();
     }
     result
 }
 
-fn train_attempt(
-    store: &Store,
-    cfg: &RunConfig,
+fn train_attempt<'a>(
+    store: &'a Store,
+    cfg: &'a RunConfig,
     stop: &AtomicBool,
-    progress: &mut dyn Progress,
+    progress: &'a mut dyn Progress,
     provenance: &Provenance,
+    lease: &'a mut Option<Lease>,
 ) -> Result<Outcome, TrainError> {
     let (ranks, device) = join_ranks(cfg)?;
     // Opened before anything is recorded: a missing folder, latents of another shape or
@@ -79,7 +102,7 @@ fn train_attempt(
     // registering the run.
     let (dataset, bad_at_open) = data::open_dataset(cfg)?;
     let mut trainer = Trainer::new(&cfg.model, &cfg.train, device, ranks, dataset.holds_posterior())?;
-    let mut attempt = Attempt::open(store, cfg, provenance, &mut trainer, &dataset, &bad_at_open, progress)?;
+    let mut attempt = Attempt::open(store, cfg, provenance, &mut trainer, &dataset, &bad_at_open, progress, lease)?;
     let mut loader = data::loader(cfg, dataset, &trainer.ranks, attempt.cursor())?;
     let mut step = attempt.first_step();
     let outcome = loop {

@@ -1,63 +1,16 @@
 //! The run loop end to end on the built-in dataset (CPU, a 2-block DiT at 8 px): what it
 //! records, exact resume after a signal-style stop, and failure on a non-finite loss.
 
+mod common;
+
+use common::config;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ditbench_model::DiTConfig;
-use ditbench_track::{read_run, Status, Store};
-use ditbench_train::config::{AdamWConfigSerde, DataConfig, DataKind, PrecisionSetting, RunConfig, TrainConfig};
+use ditbench_track::{read_run, Status};
+use ditbench_train::config::{DataKind, RunConfig};
 use ditbench_train::{train, Outcome, Progress, Provenance};
-
-/// libtorch's generator and thread count are process-wide: tests that train must not
-/// interleave, or the runs they compare draw each other's random numbers.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn store(tag: &str) -> (Store, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("ditbench-run-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    (Store::open(&dir).unwrap(), dir)
-}
-
-fn config(steps: u64) -> RunConfig {
-    let mut model = DiTConfig::from_size("S", 4, 8, 3, 10).unwrap();
-    model.depth = 2;
-    model.hidden_size = 64;
-    model.num_heads = 2;
-    RunConfig {
-        run_id: "tiny-run".into(),
-        sweep: "tests".into(),
-        model,
-        data: DataConfig { kind: DataKind::Builtin, path: None, image_size: 8, builtin_len: 64, workers: 1, random_flip: true, vae: None, fail_on_bad_image: false },
-        train: TrainConfig {
-            steps,
-            batch_size: 8,
-            micro_batch: Some(4),
-            optimizer: AdamWConfigSerde { lr: 1e-3, ..Default::default() },
-            warmup_steps: 2,
-            grad_clip: Some(1.0),
-            decay_matrices_only: false,
-            ema_decay: 0.9,
-            seed: 3,
-            log_every: 2,
-            ckpt_every: 3,
-            keep_last: 2,
-            sample_every: 0,
-            grid_sampling: "ddim5".parse().unwrap(),
-            device: "cpu".into(),
-            peak_tflops: None,
-            precision: PrecisionSetting::Auto,
-            tf32: true,
-            activation_checkpointing: false,
-            threads: 1,
-        },
-        eval: None,
-    }
-}
 
 /// Raises the stop flag after a given step, as SIGTERM would.
 struct StopAt<'a>(u64, &'a AtomicBool);
@@ -76,8 +29,8 @@ fn weights(dir: &std::path::Path, step: u64) -> Vec<(String, tch::Tensor)> {
 
 #[test]
 fn a_run_records_config_metrics_checkpoints_and_samples() {
-    let _serial = serial();
-    let (st, dir) = store("records");
+    let _serial = common::serial();
+    let (st, dir) = common::store("run", "records");
     let cfg = config(6);
     let stop = AtomicBool::new(false);
     let out = train(&st, &cfg, &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap();
@@ -107,12 +60,12 @@ fn a_run_records_config_metrics_checkpoints_and_samples() {
 
 #[test]
 fn stop_and_resume_equals_an_uninterrupted_run() {
-    let _serial = serial();
-    let (a, dir_a) = store("straight");
+    let _serial = common::serial();
+    let (a, dir_a) = common::store("run", "straight");
     let stop = AtomicBool::new(false);
     train(&a, &config(6), &stop, &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap();
 
-    let (b, dir_b) = store("resumed");
+    let (b, dir_b) = common::store("run", "resumed");
     let stop = AtomicBool::new(false);
     let out = train(&b, &config(6), &stop, &mut StopAt(4, &stop), &Provenance::default()).unwrap();
     assert_eq!(out, Outcome::Preempted { step: 4 });
@@ -137,8 +90,8 @@ fn stop_and_resume_equals_an_uninterrupted_run() {
 
 #[test]
 fn a_non_finite_loss_marks_the_run_failed_and_keeps_the_last_checkpoint() {
-    let _serial = serial();
-    let (st, dir) = store("nan");
+    let _serial = common::serial();
+    let (st, dir) = common::store("run", "nan");
     let mut cfg = config(40);
     cfg.train.optimizer.lr = 1e30;
     cfg.train.grad_clip = None;
@@ -160,8 +113,8 @@ fn a_non_finite_loss_marks_the_run_failed_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn bad_configs_are_refused_before_anything_is_recorded() {
-    let _serial = serial();
-    let (st, _dir) = store("bad");
+    let _serial = common::serial();
+    let (st, _dir) = common::store("run", "bad");
     let mut cfg = config(4);
     cfg.train.micro_batch = Some(3);
     let stop = AtomicBool::new(false);
@@ -186,10 +139,10 @@ fn bad_configs_are_refused_before_anything_is_recorded() {
 /// weights equal a run without it, bit for bit (CPU, fp32).
 #[test]
 fn activation_checkpointing_trains_the_same_weights() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut last = Vec::new();
     for checkpointing in [false, true] {
-        let (st, dir) = store(&format!("ckpt-{checkpointing}"));
+        let (st, dir) = common::store("run", &format!("ckpt-{checkpointing}"));
         let mut cfg = config(4);
         cfg.train.activation_checkpointing = checkpointing;
         let out = train(&st, &cfg, &AtomicBool::new(false), &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap();
@@ -208,10 +161,10 @@ fn activation_checkpointing_trains_the_same_weights() {
 /// and the weights stay fp32.
 #[test]
 fn bf16_autocast_tracks_the_fp32_loss() {
-    let _serial = serial();
+    let _serial = common::serial();
     let mut mean_loss = Vec::new();
     for precision in ["fp32", "bf16"] {
-        let (st, dir) = store(&format!("prec-{precision}"));
+        let (st, dir) = common::store("run", &format!("prec-{precision}"));
         let mut cfg = config(12);
         cfg.train.precision = precision.parse().unwrap();
         cfg.train.log_every = 1;
@@ -296,9 +249,9 @@ fn step_drawing_truncated(cfg: &RunConfig) -> i64 {
 
 #[test]
 fn unreadable_images_are_reported_logged_and_counted_once_each() {
-    let _serial = serial();
+    let _serial = common::serial();
     let root = folder_with_bad_images("count");
-    let (st, dir) = store("badimg-count");
+    let (st, dir) = common::store("run", "badimg-count");
     let cfg = folder_config(&root, 6);
     let mut lines = Lines::default();
     let out = train(&st, &cfg, &AtomicBool::new(false), &mut lines, &Provenance::default()).unwrap();
@@ -317,7 +270,7 @@ fn unreadable_images_are_reported_logged_and_counted_once_each() {
     let want: Vec<(i64, f64)> = (1..=6).map(|s| (s, if s < met { 1.0 } else { 2.0 })).collect();
     assert_eq!(series(&dir, "data/bad_images"), want);
     // Builtin runs have no image files to count.
-    let (st, dir) = store("badimg-builtin");
+    let (st, dir) = common::store("run", "badimg-builtin");
     train(&st, &config(2), &AtomicBool::new(false), &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap();
     assert!(series(&dir, "data/bad_images").is_empty());
 }
@@ -327,14 +280,14 @@ fn unreadable_images_are_reported_logged_and_counted_once_each() {
 /// weights and reports the same counts as one that was never stopped.
 #[test]
 fn resume_with_unreadable_images_equals_an_uninterrupted_run() {
-    let _serial = serial();
+    let _serial = common::serial();
     let root = folder_with_bad_images("resume");
     let cfg = folder_config(&root, 9);
     let met = step_drawing_truncated(&cfg);
-    let (a, dir_a) = store("badimg-straight");
+    let (a, dir_a) = common::store("run", "badimg-straight");
     train(&a, &cfg, &AtomicBool::new(false), &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap();
 
-    let (b, dir_b) = store("badimg-resumed");
+    let (b, dir_b) = common::store("run", "badimg-resumed");
     let stop = AtomicBool::new(false);
     // Stopped in the second epoch, after the truncated image was met in the first: the
     // resumed attempt meets it again in its third epoch.
@@ -358,12 +311,12 @@ fn resume_with_unreadable_images_equals_an_uninterrupted_run() {
 
 #[test]
 fn fail_on_bad_image_stops_at_the_first_unreadable_image_naming_it() {
-    let _serial = serial();
+    let _serial = common::serial();
     let root = folder_with_bad_images("fail");
     let mut cfg = folder_config(&root, 6);
     cfg.data.fail_on_bad_image = true;
     // Found by the header check: refused before anything is recorded.
-    let (st, dir) = store("badimg-fail-open");
+    let (st, dir) = common::store("run", "badimg-fail-open");
     let e = train(&st, &cfg, &AtomicBool::new(false), &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("dogs/garbage.png") && msg.contains("data.fail_on_bad_image"), "{msg}");
@@ -373,7 +326,7 @@ fn fail_on_bad_image_stops_at_the_first_unreadable_image_naming_it() {
     // Found when a batch draws it: the run fails at that step, naming the image.
     std::fs::remove_file(root.join("dogs/garbage.png")).unwrap();
     let met = step_drawing_truncated(&cfg);
-    let (st, dir) = store("badimg-fail-load");
+    let (st, dir) = common::store("run", "badimg-fail-load");
     let e = train(&st, &cfg, &AtomicBool::new(false), &mut ditbench_train::run::Quiet, &Provenance::default()).unwrap_err();
     assert!(e.to_string().contains("cats/truncated.png"), "{e}");
     let rec = st.run("tiny-run").unwrap();
@@ -395,8 +348,8 @@ fn fail_on_bad_image_stops_at_the_first_unreadable_image_naming_it() {
 /// (S + window) / window, and the summaries' max images/s and min step time with it.
 #[test]
 fn throughput_after_a_resume_counts_only_steps_since_the_resume() {
-    let _serial = serial();
-    let (st, dir) = store("throughput");
+    let _serial = common::serial();
+    let (st, dir) = common::store("run", "throughput");
     let mut cfg = config(100);
     cfg.train.log_every = 10;
     cfg.train.ckpt_every = 0;
