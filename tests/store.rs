@@ -398,3 +398,42 @@ fn a_full_disk_is_recorded_leaves_no_temporary_file_and_a_rerun_resumes() {
     assert!(temporaries(&store).is_empty(), "temporary files left: {:?}", temporaries(&store));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// The store's environment settings refuse values they cannot use (exit 2), naming
+/// the variable and what would be valid, and change nothing already recorded.
+#[test]
+fn bad_store_settings_are_refused_by_name() {
+    let tmp = scratch("settings");
+    let store = tmp.join("store");
+    let out = train_tiny(&store, "set", 2, 0);
+    assert!(out.status.success(), "{}", text(&out));
+    let recorded = || -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<_> = walk(&store).into_iter().filter(|p| !p.to_string_lossy().contains("index.sqlite")).collect();
+        files.sort();
+        files.into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect()
+    };
+    let before = recorded();
+    let list = ditbench().arg("--store").arg(&store).args(["runs", "list"]).env("DITBENCH_STORE_FS", "nfs").output().unwrap();
+    let said = text(&list);
+    assert_eq!(list.status.code(), Some(2), "{said}");
+    assert!(said.contains("DITBENCH_STORE_FS") && said.contains("network or local"), "{said}");
+    for bad in ["soon", "-5"] {
+        // A new run (seed 1): its lease is the first thing a trainer takes after registering it.
+        let out = ditbench()
+            .arg("--store")
+            .arg(&store)
+            .args(["train", "--model", "S/4", "--depth", "1", "--image-size", "8", "--batch-size", "4", "--steps", "2", "--seed", "1", "--device", "cpu", "--sweep", "set"])
+            .env("DITBENCH_LEASE_TIMEOUT", bad)
+            .output()
+            .unwrap();
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {said}");
+        assert!(said.contains("DITBENCH_LEASE_TIMEOUT") && said.contains("positive number of seconds"), "{bad}: {said}");
+    }
+    // The first run's files are as they were; the refused one was registered, never started.
+    let after: Vec<_> = recorded().into_iter().filter(|(p, _)| before.iter().any(|(q, _)| q == p)).collect();
+    assert_eq!(after, before);
+    let csv = events_csv(&store, "%");
+    assert!(!csv.contains("failed") && csv.matches("running").count() == 1, "{csv}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -66,8 +66,10 @@ pub fn run(store: &Path) -> Result<()> {
     } else if store.join(ditbench_track::LEGACY_REGISTRY_FILE).exists() {
         "made by an older ditbench: the next command upgrades it in place".to_string()
     } else if store.exists() {
-        let index = ditbench_track::index_location(store);
-        format!("index {} ({})", index.path.display(), index.why)
+        match ditbench_track::index_location(store) {
+            Ok(index) => format!("index {} ({})", index.path.display(), index.why),
+            Err(e) => format!("index: {e}"),
+        }
     } else {
         "does not exist yet (created on first run)".to_string()
     };

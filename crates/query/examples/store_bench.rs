@@ -313,7 +313,7 @@ fn index_timings(
         );
         out.push((label.to_string(), m));
     };
-    let location = index_location(root).path;
+    let location = index_location(root)?.path;
     let remove_index = || {
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let mut p = location.as_os_str().to_owned();

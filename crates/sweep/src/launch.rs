@@ -65,6 +65,9 @@ pub fn launch(store_path: &Path, req: &LaunchRequest, events: &mut dyn Events) -
     let mut spec = SweepSpec::load(&req.spec)?;
     let kind = req.launcher.unwrap_or(spec.launcher.kind);
     crate::local::check_gpus(&req.overrides.gpus)?;
+    if kind == LauncherKind::Local {
+        crate::local::io_retry_pause(std::env::var(crate::local::IO_RETRY_PAUSE_VAR).ok().as_deref())?;
+    }
     spec.launchable()?;
     let store = Store::open(store_path).map_err(|e| SweepError::OpenStore { path: store_path.display().to_string(), source: Box::new(e) })?;
     // The sweep's folder, not the index: a launcher may run on a compute node, and
@@ -94,16 +97,16 @@ pub fn launch(store_path: &Path, req: &LaunchRequest, events: &mut dyn Events) -
     if todo.is_empty() {
         return Ok(Outcome { sweep: reg.sweep, report: None });
     }
-    let mut launcher = launcher_for(kind, &spec, req, store_path);
+    let mut launcher = launcher_for(kind, &spec, req, store_path)?;
     let report = launcher.launch(&store, &reg.sweep, todo, events)?;
     Ok(Outcome { sweep: reg.sweep, report: Some(report) })
 }
 
 /// The launcher of `kind` for `spec`, with the request's overrides applied.
-fn launcher_for(kind: LauncherKind, spec: &SweepSpec, req: &LaunchRequest, store: &Path) -> Box<dyn Launcher> {
+fn launcher_for(kind: LauncherKind, spec: &SweepSpec, req: &LaunchRequest, store: &Path) -> Result<Box<dyn Launcher>, SweepError> {
     let (l, o, exe) = (&spec.launcher, &req.overrides, req.exe.as_path());
-    match kind {
-        LauncherKind::Local => Box::new(LocalLauncher::from_spec(l, o, exe, store, req.catch_signals)),
+    Ok(match kind {
+        LauncherKind::Local => Box::new(LocalLauncher::from_spec(l, o, exe, store, req.catch_signals)?),
         LauncherKind::Slurm => Box::new(SlurmLauncher::from_spec(l, o, exe, store)),
-    }
+    })
 }

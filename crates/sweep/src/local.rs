@@ -59,18 +59,23 @@ pub const IO_RETRY_PAUSE_VAR: &str = "DITBENCH_IO_RETRY_PAUSE";
 pub const DEFAULT_IO_RETRY_PAUSE: Duration = Duration::from_secs(60);
 
 /// The pause after an I/O failure given the value of [`IO_RETRY_PAUSE_VAR`]: seconds,
-/// fractions allowed; unset or not a non-negative number: the default.
-pub fn io_retry_pause(var: Option<&str>) -> Duration {
-    var.and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map_or(DEFAULT_IO_RETRY_PAUSE, Duration::from_secs_f64)
+/// fractions allowed; unset: the default. Anything but a non-negative number of seconds
+/// is refused, naming the variable, before any run starts.
+pub fn io_retry_pause(var: Option<&str>) -> Result<Duration, SweepError> {
+    let Some(v) = var else { return Ok(DEFAULT_IO_RETRY_PAUSE) };
+    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64).ok_or_else(|| {
+        SweepError::Launcher(format!(
+            "{IO_RETRY_PAUSE_VAR}={v:?} is not valid: expected a number of seconds, 0 or more (default {})",
+            DEFAULT_IO_RETRY_PAUSE.as_secs()
+        ))
+    })
 }
 
 impl LocalOptions {
     /// The spec's `[launcher]` with the caller's overrides: runs at once default to
     /// one per `--gpus` GPU, else 1; threads per CPU run to the spec's, else the cores
     /// shared between the runs at once (0, libtorch's default, for GPU runs).
-    pub fn from_spec(l: &LauncherSpec, o: &Overrides, exe: &Path, store: &Path) -> Self {
+    pub fn from_spec(l: &LauncherSpec, o: &Overrides, exe: &Path, store: &Path) -> Result<Self, SweepError> {
         // The GPUs of `--gpus`, else the spec's: either way one run per GPU by default
         // and no CPU thread split.
         let gpus = if o.gpus.is_empty() { l.gpus.clone() } else { o.gpus.clone() };
@@ -83,7 +88,7 @@ impl LocalOptions {
         } else {
             0
         });
-        LocalOptions {
+        Ok(LocalOptions {
             exe: exe.to_path_buf(),
             store: store.to_path_buf(),
             max_parallel,
@@ -91,8 +96,8 @@ impl LocalOptions {
             gpus_per_run: l.gpus_per_run,
             threads_per_run: threads,
             retries: l.retries,
-            io_retry_pause: io_retry_pause(std::env::var(IO_RETRY_PAUSE_VAR).ok().as_deref()),
-        }
+            io_retry_pause: io_retry_pause(std::env::var(IO_RETRY_PAUSE_VAR).ok().as_deref())?,
+        })
     }
 }
 
@@ -109,8 +114,8 @@ pub struct LocalLauncher {
 }
 
 impl LocalLauncher {
-    pub fn from_spec(l: &LauncherSpec, o: &Overrides, exe: &Path, store: &Path, catch_signals: bool) -> Self {
-        LocalLauncher { opts: LocalOptions::from_spec(l, o, exe, store), stop: Arc::new(AtomicBool::new(false)), catch_signals }
+    pub fn from_spec(l: &LauncherSpec, o: &Overrides, exe: &Path, store: &Path, catch_signals: bool) -> Result<Self, SweepError> {
+        Ok(LocalLauncher { opts: LocalOptions::from_spec(l, o, exe, store)?, stop: Arc::new(AtomicBool::new(false)), catch_signals })
     }
 }
 

@@ -365,22 +365,22 @@ fn overrides_apply_over_the_spec() {
     assert_eq!(spec.launcher.kind, LauncherKind::Slurm);
     let (exe, store) = (Path::new("/bin/ditbench"), Path::new("/store"));
 
-    let local = LocalOptions::from_spec(&spec.launcher, &Overrides::default(), exe, store);
+    let local = LocalOptions::from_spec(&spec.launcher, &Overrides::default(), exe, store).unwrap();
     assert_eq!((local.max_parallel, local.threads_per_run, local.gpus.clone(), local.retries), (3, 2, vec![0, 1], 4));
     let o = Overrides { max_parallel: Some(1), gpus: vec![2], threads: Some(5), ..Default::default() };
-    let local = LocalOptions::from_spec(&spec.launcher, &o, exe, store);
+    let local = LocalOptions::from_spec(&spec.launcher, &o, exe, store).unwrap();
     assert_eq!((local.max_parallel, local.threads_per_run, local.gpus), (1, 5, vec![2]));
     // Without a spec value: one run per --gpus GPU, else one; CPU runs share the cores.
     let bare = SweepSpec::parse(SPEC, Path::new("launch.toml")).unwrap();
     assert_eq!(bare.launcher.kind, LauncherKind::Local);
     let o = Overrides { gpus: vec![0, 1, 2], ..Default::default() };
-    assert_eq!(LocalOptions::from_spec(&bare.launcher, &o, exe, store).max_parallel, 3);
-    let cpu = LocalOptions::from_spec(&bare.launcher, &Overrides::default(), exe, store);
+    assert_eq!(LocalOptions::from_spec(&bare.launcher, &o, exe, store).unwrap().max_parallel, 3);
+    let cpu = LocalOptions::from_spec(&bare.launcher, &Overrides::default(), exe, store).unwrap();
     assert_eq!(cpu.max_parallel, 1);
     // GPUs named in the spec count as --gpus does: one run per GPU, no CPU thread split
     // (this used to fall back to one run at a time with the cores split).
     let gpus_in_spec = SweepSpec::parse(&format!("{SPEC}[launcher]\ngpus = [0, 1]\n"), Path::new("launch.toml")).unwrap();
-    let g = LocalOptions::from_spec(&gpus_in_spec.launcher, &Overrides::default(), exe, store);
+    let g = LocalOptions::from_spec(&gpus_in_spec.launcher, &Overrides::default(), exe, store).unwrap();
     assert_eq!((g.max_parallel, g.threads_per_run, g.gpus), (2, 0, vec![0, 1]));
     assert_eq!(cpu.threads_per_run, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
 
@@ -618,7 +618,7 @@ fn a_launch_opens_no_index_and_lists_the_runs_in_plan_order() {
     assert_eq!(out.exit_code(), exit::OK);
     req.resume = true;
     launch(&store, &req, &mut Log::default()).unwrap();
-    let index = ditbench_track::index_location(&store).path;
+    let index = ditbench_track::index_location(&store).unwrap().path;
     assert!(!index.exists(), "{} was created", index.display());
     let sqlite: Vec<_> = walk(&store).into_iter().filter(|p| p.to_string_lossy().contains(".sqlite")).collect();
     assert!(sqlite.is_empty(), "{sqlite:?}");
@@ -643,11 +643,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn the_io_retry_pause_comes_from_its_variable() {
     use ditbench_sweep::local::{io_retry_pause, DEFAULT_IO_RETRY_PAUSE};
     assert_eq!(DEFAULT_IO_RETRY_PAUSE, Duration::from_secs(60));
-    assert_eq!(io_retry_pause(None), Duration::from_secs(60));
-    assert_eq!(io_retry_pause(Some(" 2.5 ")), Duration::from_millis(2500));
-    assert_eq!(io_retry_pause(Some("0")), Duration::ZERO);
+    assert_eq!(io_retry_pause(None).unwrap(), Duration::from_secs(60));
+    assert_eq!(io_retry_pause(Some(" 2.5 ")).unwrap(), Duration::from_millis(2500));
+    assert_eq!(io_retry_pause(Some("0")).unwrap(), Duration::ZERO);
+    // A value that is not a pause is refused by name, not silently replaced.
     for bad in ["-1", "soon", "", "inf", "NaN"] {
-        assert_eq!(io_retry_pause(Some(bad)), Duration::from_secs(60), "{bad:?}");
+        let e = io_retry_pause(Some(bad)).unwrap_err().to_string();
+        assert!(e.contains("DITBENCH_IO_RETRY_PAUSE") && e.contains("number of seconds"), "{bad:?}: {e}");
     }
 }
 

@@ -91,6 +91,17 @@ pub enum Error {
         holder: String,
     },
 
+    /// An environment setting of the store with a value it cannot use.
+    #[error("{var}={value:?} is not valid: expected {expected}")]
+    InvalidSetting {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What would be valid.
+        expected: &'static str,
+    },
+
     /// A status string that is not one of the six.
     #[error(
         "unknown status {0:?}; expected queued, running, finished, failed, preempted or cancelled"

@@ -78,16 +78,18 @@ pub struct IndexLocation {
     pub why: String,
 }
 
-/// The filesystem type of `path` when it is a network or cluster filesystem.
-pub fn network_fs(path: &Path) -> Option<&'static str> {
-    if let Ok(v) = std::env::var("DITBENCH_STORE_FS") {
-        if v == "network" {
-            return Some("network (DITBENCH_STORE_FS)");
-        }
-        if v == "local" {
-            return None;
-        }
+/// The filesystem type of `path` when it is a network or cluster filesystem, or what
+/// `DITBENCH_STORE_FS` (`network` or `local`) says instead.
+pub fn network_fs(path: &Path) -> Result<Option<&'static str>> {
+    match std::env::var("DITBENCH_STORE_FS") {
+        Ok(v) if v == "network" => Ok(Some("network (DITBENCH_STORE_FS)")),
+        Ok(v) if v == "local" => Ok(None),
+        Ok(v) => Err(Error::InvalidSetting { var: "DITBENCH_STORE_FS", value: v, expected: "network or local" }),
+        Err(_) => Ok(statfs_network(path)),
     }
+}
+
+fn statfs_network(path: &Path) -> Option<&'static str> {
     let st = rustix::fs::statfs(path).ok()?;
     // Magic numbers from statfs(2) and the filesystems' sources.
     #[allow(clippy::unnecessary_cast)]
@@ -129,7 +131,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Where the index of the store at `root` lives (see the module docs).
-pub fn index_location(root: &Path) -> IndexLocation {
+pub fn index_location(root: &Path) -> Result<IndexLocation> {
     let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let cached = |why: String| {
         let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "store".into());
@@ -137,15 +139,15 @@ pub fn index_location(root: &Path) -> IndexLocation {
         IndexLocation { path: cache_dir().join(format!("{name}-{key:016x}.sqlite")), why }
     };
     if std::env::var_os("DITBENCH_INDEX_DIR").is_some_and(|v| !v.is_empty()) {
-        return cached("DITBENCH_INDEX_DIR".into());
+        return Ok(cached("DITBENCH_INDEX_DIR".into()));
     }
-    if let Some(fs) = network_fs(&abs) {
-        return cached(format!("the store is on a network filesystem ({fs})"));
+    if let Some(fs) = network_fs(&abs)? {
+        return Ok(cached(format!("the store is on a network filesystem ({fs})")));
     }
     if !writable_dir(&abs) {
-        return cached("the store is read-only".into());
+        return Ok(cached("the store is read-only".into()));
     }
-    IndexLocation { path: abs.join(INDEX_FILE), why: "beside the store".into() }
+    Ok(IndexLocation { path: abs.join(INDEX_FILE), why: "beside the store".into() })
 }
 
 /// The signature of a run folder's record files: sizes and modification times. Each
@@ -234,7 +236,7 @@ impl Index {
     /// Opens (creating or rebuilding as needed) the index of the store at `root`,
     /// without refreshing it.
     pub fn open(root: &Path) -> Result<Index> {
-        Index::open_at(root, index_location(root))
+        Index::open_at(root, index_location(root)?)
     }
 
     /// Opens the index of the store at `root` kept at `location` (what two login

@@ -78,13 +78,18 @@ pub enum Holder {
     Gone(String),
 }
 
-/// The heartbeat timeout in seconds (`DITBENCH_LEASE_TIMEOUT`, else the default).
-pub fn lease_timeout() -> f64 {
-    std::env::var("DITBENCH_LEASE_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|v| *v > 0.0)
-        .unwrap_or(DEFAULT_TIMEOUT)
+/// The heartbeat timeout in seconds (`DITBENCH_LEASE_TIMEOUT`, else the default). A
+/// value that is not a positive number of seconds is refused, naming it: a silent
+/// default could let a second writer take over a live run.
+pub fn lease_timeout() -> Result<f64> {
+    match std::env::var("DITBENCH_LEASE_TIMEOUT") {
+        Err(_) => Ok(DEFAULT_TIMEOUT),
+        Ok(v) => v.trim().parse::<f64>().ok().filter(|t| t.is_finite() && *t > 0.0).ok_or(Error::InvalidSetting {
+            var: "DITBENCH_LEASE_TIMEOUT",
+            value: v,
+            expected: "a positive number of seconds (default 300)",
+        }),
+    }
 }
 
 /// Start time of a local process (field 22 of `/proc/<pid>/stat`), `None` if it does
@@ -154,7 +159,7 @@ pub fn read_lease(run_dir: &Path) -> Result<Option<LeaseInfo>> {
 /// The live holder of a run's lease, if there is one.
 pub fn live_holder(run_dir: &Path) -> Result<Option<LeaseInfo>> {
     Ok(match read_lease(run_dir) {
-        Ok(Some(info)) if judge(&info, lease_timeout()) == Holder::Live => Some(info),
+        Ok(Some(info)) if judge(&info, lease_timeout()?) == Holder::Live => Some(info),
         Ok(_) => None,
         // Unparseable: a holder cannot be named, so it is live only while fresh.
         Err(Error::Corrupt { .. }) => None,
@@ -206,7 +211,7 @@ impl Lease {
     /// Refused with [`Error::RunLocked`] while a live holder has it.
     pub fn acquire(run_dir: &Path, run_id: &str, attempt: i64) -> Result<Lease> {
         let path = run_dir.join(LEASE_FILE);
-        let timeout = lease_timeout();
+        let timeout = lease_timeout()?;
         let me = || {
             let t = now();
             LeaseInfo {
