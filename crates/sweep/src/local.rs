@@ -255,9 +255,7 @@ pub fn signal_group(pid: u32, sig: &str) {
 
 /// The process group of a local process (field 5 of `/proc/<pid>/stat`).
 fn process_group(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may hold spaces and parentheses.
-    stat[stat.rfind(')')? + 1..].split_whitespace().nth(2)?.parse().ok()
+    ditbench_track::lease::process_stat_field(pid, 5).and_then(|g| u32::try_from(g).ok())
 }
 
 /// Sends `sig` to a process this launcher did not start: to its whole group when it

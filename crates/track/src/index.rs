@@ -161,10 +161,7 @@ fn folder_sig(sweep_fd: Option<&rustix::fd::OwnedFd>, sweep_dir: &Path, run: &st
             Some(fd) => rustix::fs::statat(fd, rel.as_str(), rustix::fs::AtFlags::empty())
                 .map(|st| (st.st_size as u64, st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128))
                 .ok(),
-            None => std::fs::metadata(sweep_dir.join(&rel)).ok().map(|m| {
-                let t = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i128);
-                (m.len(), t)
-            }),
+            None => std::fs::metadata(sweep_dir.join(&rel)).ok().map(|m| len_mtime(&m)),
         };
         match st {
             Some((len, t)) => s.push_str(&format!("{len}:{t};")),
@@ -175,13 +172,16 @@ fn folder_sig(sweep_fd: Option<&rustix::fd::OwnedFd>, sweep_dir: &Path, run: &st
 }
 
 fn sweep_sig(dir: &Path) -> String {
-    match std::fs::metadata(dir.join("sweep.toml")) {
-        Ok(m) => {
-            let t = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-            format!("{}:{t}", m.len())
-        }
-        Err(_) => "-".into(),
-    }
+    std::fs::metadata(dir.join("sweep.toml")).map_or_else(|_| "-".into(), |m| {
+        let (len, t) = len_mtime(&m);
+        format!("{len}:{t}")
+    })
+}
+
+/// Size and modification time (ns since the epoch) of a file: a record file's signature.
+fn len_mtime(m: &std::fs::Metadata) -> (u64, i128) {
+    let t = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as i128);
+    (m.len(), t)
 }
 
 fn sub_dirs(dir: &Path) -> Vec<(String, PathBuf)> {

@@ -92,14 +92,20 @@ pub fn lease_timeout() -> Result<f64> {
     }
 }
 
+/// Field `n` (1-based, as proc(5) numbers them, 3 or more) of `/proc/<pid>/stat`;
+/// `None` when the process does not exist.
+pub fn process_stat_field(pid: u32, n: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: the fields after it
+    // start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
 /// Start time of a local process (field 22 of `/proc/<pid>/stat`), `None` if it does
 /// not exist.
 pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields after it
-    // start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    process_stat_field(pid, 22)
 }
 
 /// When this machine booted (Unix seconds, `btime` of `/proc/stat`).
@@ -385,6 +391,16 @@ mod tests {
         assert!(why.contains("no longer exists"), "{why}");
         second.release();
         assert!(!dir.path().join(LEASE_FILE).exists());
+    }
+
+    #[test]
+    fn proc_stat_fields_are_numbered_as_in_proc5() {
+        // Field 4 is the parent's pid, which std knows independently.
+        let me = std::process::id();
+        assert_eq!(process_stat_field(me, 4), Some(u64::from(std::os::unix::process::parent_id())));
+        assert!(process_start(me).is_some());
+        assert_eq!(process_stat_field(me, 2), None, "the command name is not a number field");
+        assert_eq!(process_stat_field(u32::MAX - 7, 4), None, "no such process");
     }
 
     #[test]
