@@ -87,6 +87,7 @@ bench: setup
     just bench-store
     just bench-eval
     just bench-report
+    just bench-scaling
     just bench-dist
 
 # Gradient all-reduce over Gloo, 2 local processes, against torch.distributed.
@@ -105,6 +106,11 @@ bench-eval: setup
 # Report generation for 12 runs × 4,000 steps × 4 metrics.
 bench-report: setup
     cargo run --locked -p ditbench-report --example report_bench -- 7
+
+# Scaling-law fits: joint and power forms by variable projection with 400 bootstrap
+# replicates over runs, 100 and 500 points.
+bench-scaling: setup
+    cargo run --locked -p ditbench-scaling --example fit_timing
 
 # The run store against MLflow's SQLite backend (installs mlflow into the venv once).
 bench-store: setup
