@@ -55,10 +55,19 @@ pub enum RunsCommand {
         id: String,
     },
     /// Compare runs side by side: one row per field, parameter and metric, one column per run.
+    ///
+    /// Quality numbers (evals) are shown side by side only when they were made alike
+    /// (equal fingerprints: sample count, extractor and reference statistics, sampler,
+    /// guidance, EMA or raw weights, VAE, precision); otherwise the command fails and
+    /// names the fields that differ.
     Compare {
         /// Two or more run ids.
         #[arg(required = true, num_args = 2..)]
         ids: Vec<String>,
+        /// Show evaluations made differently side by side anyway, with their
+        /// fingerprints and the fields that differ.
+        #[arg(long)]
+        allow_mixed: bool,
         #[command(flatten)]
         output: Output,
     },
@@ -169,14 +178,14 @@ pub fn run_to(store: &Path, args: RunsArgs, out: &mut dyn Write) -> anyhow::Resu
                 None => writeln!(out, "config.toml: (none)")?,
             }
         }
-        RunsCommand::Compare { ids, output } => {
+        RunsCommand::Compare { ids, allow_mixed, output } => {
             rs = open(None)?;
             let mut seen = std::collections::HashSet::new();
             let ids: Vec<String> = ids.into_iter().filter(|i| seen.insert(i.clone())).collect();
             if ids.len() < 2 {
                 bail!("compare needs two different run ids");
             }
-            let mut df = rs.compare(&ids)?;
+            let mut df = rs.compare(&ids, allow_mixed)?;
             emit(&mut df, &output, out)?;
         }
         RunsCommand::Export {

@@ -178,6 +178,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     sampler: "ddpm".into(),
                     sampling_steps: 250,
                     extractor: "inception-v3".into(),
+                    extractor_hash: Some("00112233445566ff".into()),
+                    reference_hash: Some("8899aabbccddeeff".into()),
+                    cfg_mode: Some("paper".into()),
+                    weights: Some("ema".into()),
+                    vae: Some("none".into()),
+                    precision: Some("fp32".into()),
                 })?;
                 fid_rows += 1;
             }

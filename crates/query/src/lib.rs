@@ -14,11 +14,21 @@
 //! | `params_wide` | run | run_id, then one typed column per parameter key |
 //! | `metrics` | metric point of the live history | run_id, step, wall_time, name, value, attempt |
 //! | `metrics_all` | metric point written | the same |
-//! | `evals` | evaluation of the live history | run_id, step, wall_time, metric, value, num_samples, cfg_scale, sampler, sampling_steps, extractor, attempt |
+//! | `evals` | evaluation of the live history | run_id, step, wall_time, metric, value, num_samples, cfg_scale, sampler, sampling_steps, extractor, attempt, extractor_hash, reference_hash, cfg_mode, weights, vae, precision, fingerprint |
 //! | `evals_all` | evaluation written | the same |
 //! | `summaries` | run × metric | run_id, metric, source (metric/eval), last, last_step, min, min_step, max, max_step, count |
 //! | `events` | status change | run_id, time, status, attempt, host, device, job, from_step, message |
 //! | `sweeps` | sweep | sweep, created_at |
+//!
+//! **Comparable evaluations.** An eval row records how its value was made: beside
+//! `num_samples`, `cfg_scale`, `sampler`, `sampling_steps` and `extractor`, the hashes
+//! of the extractor's weights and of the reference statistics, the guidance mode
+//! (`paper`: first 3 channels, or `all`), the weights sampled (`ema`/`raw`), the VAE
+//! (`none` in pixel space) and the sampling precision (`fp32`/`bf16`); these six are
+//! null in rows written before they were recorded. `fingerprint` is computed from all
+//! of them and the metric (8 hex digits, [`ditbench_track::Fingerprint::id`]): values
+//! with equal fingerprints were made alike and may be compared, e.g.
+//! `SELECT run_id, value FROM evals WHERE fingerprint = '050d1335'`.
 //!
 //! Times are UTC datetimes (`created_at`, `started_at`, `ended_at`, `time`) except
 //! `wall_time`, which stays Unix seconds (Float64) for plotting.
@@ -124,6 +134,22 @@ pub enum QueryError {
         name: String,
         /// The known tables.
         known: String,
+    },
+    /// `runs compare` was asked to put side by side quality numbers that were not made
+    /// alike (their eval fingerprints differ).
+    #[error(
+        "run {left} and run {right} were evaluated differently ({metric}): {}; compare runs evaluated alike, or pass --allow-mixed to see them side by side with their fingerprints",
+        ditbench_track::FieldDiff::join(differences)
+    )]
+    MixedEvaluations {
+        /// The eval metric.
+        metric: String,
+        /// One run.
+        left: String,
+        /// Another, evaluated differently.
+        right: String,
+        /// The fields that differ, with both values.
+        differences: Vec<ditbench_track::FieldDiff>,
     },
     /// A Polars failure outside SQL.
     #[error("polars: {0}")]
@@ -456,14 +482,23 @@ impl RunStore {
     }
 
     /// `runs compare ID ID…`: one row per field (registry columns, `param.<key>`,
-    /// `<metric>.last` / `<metric>.min`), one column per run.
-    pub fn compare(&self, ids: &[String]) -> Result<DataFrame> {
+    /// `<metric>.last` / `<metric>.min`), one column per run. An eval metric also gets
+    /// `<metric>.fingerprint`, the id of the way its values were made.
+    ///
+    /// Quality numbers are put side by side only when they were made alike: when the
+    /// runs' rows of an eval metric have different fingerprints (another sample count,
+    /// reference statistics, guidance, weights, …), this fails with
+    /// [`QueryError::MixedEvaluations`], naming two runs and the fields that differ;
+    /// with `allow_mixed` it shows them anyway, with a row per differing field. A run
+    /// whose own rows of a metric were made several ways gets rows per fingerprint
+    /// (`<metric>[<id>].last`, `.min`) rather than a minimum over all of them.
+    pub fn compare(&self, ids: &[String], allow_mixed: bool) -> Result<DataFrame> {
         let mut runs = Vec::new();
         for id in ids {
             ditbench_track::validate_id("run id", id)?;
             runs.push(self.run_record(id)?.clone());
         }
-        tables::compare(&self.store, &self.index, &runs)
+        tables::compare(&self.store, &self.index, &runs, allow_mixed)
     }
 }
 

@@ -43,7 +43,20 @@ const EVAL_COLUMNS: &[(&str, &str)] = &[
     ("sampling_steps", "i64"),
     ("extractor", "str"),
     ("attempt", "i64"),
+    ("extractor_hash", "str"),
+    ("reference_hash", "str"),
+    ("cfg_mode", "str"),
+    ("weights", "str"),
+    ("vae", "str"),
+    ("precision", "str"),
+    // Computed, not stored: see `fingerprint_expr`.
+    (FINGERPRINT_COLUMN, "str"),
 ];
+
+/// The computed column of `evals` / `evals_all`: the id of each row's
+/// [`ditbench_track::Fingerprint`], so that `WHERE fingerprint = '…'` keeps the rows
+/// that are comparable with each other.
+pub(crate) const FINGERPRINT_COLUMN: &str = "fingerprint";
 
 /// All tables.
 pub const TABLES: &[TableInfo] = &[
@@ -546,13 +559,66 @@ fn table_info(table: Table) -> &'static TableInfo {
         .expect("known table")
 }
 
-/// The schema every part of a run table has (the columns in [`TABLES`]).
+/// The columns a run table reads from the run folders: those in [`TABLES`] but the
+/// computed `fingerprint`.
+fn stored_columns(table: Table) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    table_info(table).columns.iter().filter(|(n, _)| *n != FINGERPRINT_COLUMN)
+}
+
+/// The schema every part of a run table has before the computed column is added.
 fn run_table_schema(table: Table) -> Schema {
-    table_info(table)
-        .columns
-        .iter()
+    stored_columns(table)
         .map(|(n, ty)| Field::new((*n).into(), dtype_of(ty)))
         .collect()
+}
+
+/// Rebuilds each row's [`ditbench_track::Fingerprint`] from its columns and gives its
+/// id (null where a field the fingerprint needs is null, which a stored row never is).
+fn fingerprint_ids(cols: &mut [Column]) -> polars::prelude::PolarsResult<Column> {
+    let text = |i: usize| -> polars::prelude::PolarsResult<StringChunked> {
+        Ok(cols[i].cast(&DataType::String)?.str()?.clone())
+    };
+    let int = |i: usize| -> polars::prelude::PolarsResult<Int64Chunked> {
+        Ok(cols[i].cast(&DataType::Int64)?.i64()?.clone())
+    };
+    // The argument order of `fingerprint_expr`: FINGERPRINT_FIELDS.
+    let (metric, extractor, extractor_hash, reference_hash) = (text(0)?, text(1)?, text(2)?, text(3)?);
+    let (num_samples, sampler, sampling_steps) = (int(4)?, text(5)?, int(6)?);
+    let cfg_scale = cols[7].cast(&DataType::Float64)?.f64()?.clone();
+    let (cfg_mode, weights, vae, precision) = (text(8)?, text(9)?, text(10)?, text(11)?);
+    let owned = |c: &StringChunked, i: usize| c.get(i).map(str::to_string);
+    let ids: Vec<Option<String>> = (0..cols[0].len())
+        .map(|i| {
+            Some(
+                ditbench_track::Fingerprint {
+                    metric: owned(&metric, i)?,
+                    extractor: owned(&extractor, i)?,
+                    extractor_hash: owned(&extractor_hash, i),
+                    reference_hash: owned(&reference_hash, i),
+                    num_samples: num_samples.get(i)?,
+                    sampler: owned(&sampler, i)?,
+                    sampling_steps: sampling_steps.get(i)?,
+                    cfg_scale: cfg_scale.get(i)?,
+                    cfg_mode: owned(&cfg_mode, i),
+                    weights: owned(&weights, i),
+                    vae: owned(&vae, i),
+                    precision: owned(&precision, i),
+                }
+                .id(),
+            )
+        })
+        .collect();
+    Ok(Series::new(FINGERPRINT_COLUMN.into(), ids).into_column())
+}
+
+/// The `fingerprint` column: computed per row from the stored columns (the files do
+/// not hold it, so that it can never disagree with them).
+fn fingerprint_expr() -> Expr {
+    let [first, rest @ ..] = ditbench_track::FINGERPRINT_FIELDS;
+    let args: Vec<Expr> = rest.iter().map(|n| polars::prelude::col(*n)).collect();
+    polars::prelude::col(first)
+        .map_many(fingerprint_ids, &args, |_, _| Ok(Field::new(FINGERPRINT_COLUMN.into(), DataType::String)))
+        .alias(FINGERPRINT_COLUMN)
 }
 
 fn empty_frame(table: Table) -> Result<DataFrame> {
@@ -586,6 +652,12 @@ fn pending_frame(run_id: &str, data: &ditbench_track::RunData, table: Table) -> 
                 col("sampling_steps", e.sampling_steps.clone()),
                 col("extractor", e.extractor.clone()),
                 col("attempt", e.attempt.clone()),
+                col("extractor_hash", e.extractor_hash.clone()),
+                col("reference_hash", e.reference_hash.clone()),
+                col("cfg_mode", e.cfg_mode.clone()),
+                col("weights", e.weights.clone()),
+                col("vae", e.vae.clone()),
+                col("precision", e.precision.clone()),
             ])
         }
     }
@@ -597,7 +669,9 @@ const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 /// multi-file scan on one bad file, so each file is checked first: the `PAR1` magic at
 /// its start, then its footer (end magic, footer length, metadata), which Polars reads
 /// from the end of the file (one read of at most 64 KiB), and its columns, which must
-/// be the table's, `attempt` excepted (files written before attempts were recorded).
+/// be the table's or an older version of them: without `attempt` (files written before
+/// attempts were recorded) or the eval fingerprint columns after it (written before
+/// those were).
 /// Damage inside the data pages is not found here; it fails the query.
 fn parquet_damage(path: &Path, table: Table) -> Option<String> {
     let mut file = match std::fs::File::open(path) {
@@ -612,7 +686,7 @@ fn parquet_damage(path: &Path, table: Table) -> Option<String> {
         Ok(s) => s,
         Err(e) => return Some(format!("has an unreadable footer ({e})")),
     };
-    let expected = table_info(table).columns;
+    let expected: Vec<(&str, &str)> = stored_columns(table).copied().collect();
     let found: Vec<(&str, &ArrowDataType)> = schema
         .iter_values()
         .map(|f| (f.name.as_str(), f.dtype()))
@@ -633,8 +707,9 @@ fn parquet_damage(path: &Path, table: Table) -> Option<String> {
                     }
             })
     };
-    let without_attempt = &expected[..expected.len() - 1];
-    if fits(expected) || fits(without_attempt) {
+    // Every column from `attempt` on was added later, at the end, and is nullable.
+    let required = expected.iter().position(|(n, _)| *n == "attempt").unwrap_or(expected.len());
+    if (required..=expected.len()).any(|k| fits(&expected[..k])) {
         None
     } else {
         let cols: Vec<String> = found.iter().map(|(n, t)| format!("{n}: {t:?}")).collect();
@@ -717,7 +792,8 @@ pub(crate) fn run_table(
         }
     }
     // The scans come first, as before attempts were recorded; the explicit schema lets
-    // a file without `attempt` (an older run) be read with nulls there.
+    // a file without `attempt` or the fingerprint columns (an older run) be read with
+    // nulls there.
     let scan = |files: Vec<PlRefPath>| {
         let args = ScanArgsParquet {
             glob: false,
@@ -737,9 +813,7 @@ pub(crate) fn run_table(
             col("attempt", b_attempt),
             col("live_through", b_step),
         ])?;
-        let names: Vec<Expr> = table_info(table)
-            .columns
-            .iter()
+        let names: Vec<Expr> = stored_columns(table)
             .map(|(n, _)| polars::prelude::col(*n))
             .collect();
         let keys = [
@@ -771,6 +845,10 @@ pub(crate) fn run_table(
         0 => empty_frame(table)?.lazy(),
         1 => parts.pop().expect("one part"),
         _ => concat(parts, UnionArgs::default())?,
+    };
+    let lf = match table {
+        Table::Evals => lf.with_column(fingerprint_expr()),
+        Table::Metrics => lf,
     };
     Ok((lf, warnings))
 }
@@ -834,7 +912,98 @@ pub(crate) fn fmt_time(t: f64) -> String {
     )
 }
 
-pub(crate) fn compare(store: &Store, index: &Index, runs: &[RunRecord]) -> Result<DataFrame> {
+/// One compared run's live rows of one eval metric that share a fingerprint.
+struct EvalGroup {
+    fingerprint: ditbench_track::Fingerprint,
+    id: String,
+    /// (step, value) at the highest step, the last written among equal steps.
+    last: (i64, f64),
+    /// The first minimum over non-NaN values.
+    min: Option<f64>,
+}
+
+/// Per eval metric, per compared run (in `runs` order), its live rows grouped by
+/// fingerprint, in order of first appearance.
+fn eval_groups(ev: &DataFrame, runs: &[RunRecord]) -> Result<BTreeMap<String, Vec<Vec<EvalGroup>>>> {
+    let text = |c: &str| -> Result<Vec<Option<String>>> {
+        Ok(ev.column(c)?.cast(&DataType::String)?.str()?.iter().map(|v| v.map(str::to_string)).collect())
+    };
+    let int = |c: &str| -> Result<Vec<Option<i64>>> { Ok(ev.column(c)?.cast(&DataType::Int64)?.i64()?.iter().collect()) };
+    let float = |c: &str| -> Result<Vec<Option<f64>>> { Ok(ev.column(c)?.cast(&DataType::Float64)?.f64()?.iter().collect()) };
+    let (run_id, metric, extractor, sampler) = (text("run_id")?, text("metric")?, text("extractor")?, text("sampler")?);
+    let (extractor_hash, reference_hash) = (text("extractor_hash")?, text("reference_hash")?);
+    let (cfg_mode, weights, vae, precision) = (text("cfg_mode")?, text("weights")?, text("vae")?, text("precision")?);
+    let (step, num_samples, sampling_steps) = (int("step")?, int("num_samples")?, int("sampling_steps")?);
+    let (value, cfg_scale) = (float("value")?, float("cfg_scale")?);
+    let mut out: BTreeMap<String, Vec<Vec<EvalGroup>>> = BTreeMap::new();
+    for i in 0..ev.height() {
+        let (Some(r), Some(m), Some(step), Some(value)) = (&run_id[i], &metric[i], step[i], value[i]) else { continue };
+        let Some(ri) = runs.iter().position(|x| &x.id == r) else { continue };
+        let (Some(extractor), Some(sampler), Some(num_samples), Some(sampling_steps), Some(cfg_scale)) =
+            (&extractor[i], &sampler[i], num_samples[i], sampling_steps[i], cfg_scale[i])
+        else {
+            continue;
+        };
+        let fp = ditbench_track::Fingerprint {
+            metric: m.clone(),
+            extractor: extractor.clone(),
+            extractor_hash: extractor_hash[i].clone(),
+            reference_hash: reference_hash[i].clone(),
+            num_samples,
+            sampler: sampler.clone(),
+            sampling_steps,
+            cfg_scale,
+            cfg_mode: cfg_mode[i].clone(),
+            weights: weights[i].clone(),
+            vae: vae[i].clone(),
+            precision: precision[i].clone(),
+        };
+        let groups = &mut out.entry(m.clone()).or_insert_with(|| runs.iter().map(|_| Vec::new()).collect())[ri];
+        let g = match groups.iter().position(|g| g.fingerprint.differences(&fp).is_empty()) {
+            Some(k) => &mut groups[k],
+            None => {
+                groups.push(EvalGroup { id: fp.id(), fingerprint: fp, last: (step, value), min: None });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        if step >= g.last.0 {
+            g.last = (step, value);
+        }
+        if !value.is_nan() && g.min.is_none_or(|m| value < m) {
+            g.min = Some(value);
+        }
+    }
+    Ok(out)
+}
+
+/// Two runs whose `metric` rows have different fingerprints, and a pair of those
+/// fingerprints to name: one that only `a` (or only `b`) has, against the closest of
+/// the other run's.
+fn mixed_pair(metric: &str, runs: &[RunRecord], per_run: &[Vec<EvalGroup>]) -> Option<crate::QueryError> {
+    let ids = |g: &[EvalGroup]| g.iter().map(|g| g.id.clone()).collect::<std::collections::BTreeSet<_>>();
+    let with: Vec<usize> = (0..runs.len()).filter(|&i| !per_run[i].is_empty()).collect();
+    let a = *with.first()?;
+    let b = *with.iter().find(|&&i| ids(&per_run[i]) != ids(&per_run[a]))?;
+    let (ga, gb) = (&per_run[a], &per_run[b]);
+    let closest = |x: &EvalGroup, among: &[EvalGroup]| -> usize {
+        (0..among.len()).min_by_key(|&k| x.fingerprint.differences(&among[k].fingerprint).len()).expect("non-empty")
+    };
+    let (x, y) = match ga.iter().find(|g| !gb.iter().any(|h| h.id == g.id)) {
+        Some(x) => (x, &gb[closest(x, gb)]),
+        None => {
+            let y = gb.iter().find(|g| !ga.iter().any(|h| h.id == g.id))?;
+            (&ga[closest(y, ga)], y)
+        }
+    };
+    Some(crate::QueryError::MixedEvaluations {
+        metric: metric.to_string(),
+        left: runs[a].id.clone(),
+        right: runs[b].id.clone(),
+        differences: x.fingerprint.differences(&y.fingerprint),
+    })
+}
+
+pub(crate) fn compare(store: &Store, index: &Index, runs: &[RunRecord], allow_mixed: bool) -> Result<DataFrame> {
     let mut rows: Vec<String> = run_fields(&runs[0])
         .into_iter()
         .map(|(k, _)| k)
@@ -856,16 +1025,22 @@ pub(crate) fn compare(store: &Store, index: &Index, runs: &[RunRecord]) -> Resul
         pkeys.insert(k);
     }
     rows.extend(pkeys);
+    // Metric-table summaries as stored; evaluations from their rows below, where their
+    // fingerprints are known.
     let (sums, _) = summaries(store, index, runs)?;
     let mut skeys = std::collections::BTreeSet::new();
     let rid = sums.column("run_id")?.str()?.clone();
     let metric = sums.column("metric")?.str()?.clone();
+    let source = sums.column("source")?.str()?.clone();
     let last = sums.column("last")?.f64()?.clone();
     let min = sums.column("min")?.f64()?.clone();
     for i in 0..sums.height() {
         let (Some(r), Some(m)) = (rid.get(i), metric.get(i)) else {
             continue;
         };
+        if source.get(i) == Some(ditbench_track::Source::Eval.as_str()) {
+            continue;
+        }
         let Some(ri) = runs.iter().position(|x| x.id == r) else {
             continue;
         };
@@ -873,6 +1048,50 @@ pub(crate) fn compare(store: &Store, index: &Index, runs: &[RunRecord]) -> Resul
             let k = format!("{m}.{suffix}");
             values[ri].insert(k.clone(), v.map(crate::output::fmt_f64).unwrap_or_default());
             skeys.insert(k);
+        }
+    }
+    // Evaluations: values side by side only where they were made alike (equal
+    // fingerprints); a run evaluated several ways (e.g. cheap intermediate evaluations
+    // and a final one) gets one row per way, `<metric>[<fingerprint>].last`, never a
+    // minimum over both.
+    let bounds = live_bounds(index, runs)?;
+    let (lf, _) = run_table(store, runs, Table::Evals, Some(&bounds))?;
+    let ev = lf.collect()?;
+    for (m, per_run) in eval_groups(&ev, runs)? {
+        let mixed = mixed_pair(&m, runs, &per_run);
+        if let Some(e) = mixed.filter(|_| !allow_mixed) {
+            return Err(e);
+        }
+        let split = per_run.iter().any(|g| g.len() > 1);
+        let mut put = |ri: usize, k: String, v: String| {
+            values[ri].insert(k.clone(), v);
+            skeys.insert(k);
+        };
+        for (ri, groups) in per_run.iter().enumerate() {
+            for g in groups {
+                let name = if split { format!("{m}[{}]", g.id) } else { m.clone() };
+                put(ri, format!("{name}.last"), crate::output::fmt_f64(g.last.1));
+                put(ri, format!("{name}.min"), g.min.map(crate::output::fmt_f64).unwrap_or_default());
+                if !split {
+                    put(ri, format!("{m}.fingerprint"), g.id.clone());
+                }
+            }
+        }
+        // Shown mixed (--allow-mixed, one way per run): the fields that differ too.
+        if !split {
+            let fps: Vec<(usize, &ditbench_track::Fingerprint)> =
+                per_run.iter().enumerate().filter_map(|(ri, g)| Some((ri, &g.first()?.fingerprint))).collect();
+            let differing: std::collections::BTreeSet<&str> = fps
+                .iter()
+                .flat_map(|(_, f)| fps[0].1.differences(f).into_iter().map(|d| d.field))
+                .collect();
+            for (ri, f) in &fps {
+                for (field, v) in f.values() {
+                    if differing.contains(field) {
+                        put(*ri, format!("{m}.{field}"), v.unwrap_or_else(|| ditbench_track::UNRECORDED.into()));
+                    }
+                }
+            }
         }
     }
     rows.extend(skeys);

@@ -51,6 +51,12 @@ fn eval(step: i64, value: f64) -> EvalRow {
         sampler: "ddpm".into(),
         sampling_steps: 50,
         extractor: "inception-v3".into(),
+        extractor_hash: None,
+        reference_hash: None,
+        cfg_mode: None,
+        weights: None,
+        vae: None,
+        precision: None,
     }
 }
 
@@ -168,6 +174,12 @@ fn check_rewound(root: &Path, when: &str) {
         .unwrap();
     assert_eq!(ints(&ev, "step"), [Some(20), Some(40)], "{when}");
     assert_eq!(floats(&ev, "value"), [value(1, 20), value(2, 40)], "{when}");
+    // The computed fingerprint survives the rewind's join and filter.
+    let ev = rs
+        .sql("SELECT step, fingerprint FROM evals WHERE run_id = 'r' ORDER BY step")
+        .unwrap();
+    let id = eval(0, 0.0).fingerprint().id();
+    assert_eq!(strs(&ev, "fingerprint"), [id.clone(), id], "{when}");
     let ev = rs
         .sql("SELECT step, attempt FROM evals_all WHERE run_id = 'r' ORDER BY step")
         .unwrap();

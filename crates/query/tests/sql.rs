@@ -179,7 +179,7 @@ fn list_show_compare() {
     ));
     assert!(rs.show("../etc").is_err());
 
-    let df = rs.compare(&["a-0".into(), "b-2".into()]).unwrap();
+    let df = rs.compare(&["a-0".into(), "b-2".into()], false).unwrap();
     let fields = strs(&df, "field");
     let row = |f: &str| {
         fields

@@ -193,6 +193,12 @@ fn log_run(store: &Store, r: usize, c: &Cfg) -> ditbench_track::Result<usize> {
                 sampler: "ddpm".into(),
                 sampling_steps: 250,
                 extractor: "inception-v3".into(),
+                extractor_hash: Some("00112233445566ff".into()),
+                reference_hash: Some("8899aabbccddeeff".into()),
+                cfg_mode: Some("paper".into()),
+                weights: Some("ema".into()),
+                vae: Some("none".into()),
+                precision: Some("fp32".into()),
             })?;
             evals += 1;
         }

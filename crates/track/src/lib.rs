@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! <store>/<sweep>/sweep.toml          frozen spec as launched (runs.json: its run list)
+//! <store>/<sweep>/predictions/*.json  scaling-law predictions, checked when their runs end
 //! <store>/<sweep>/<run-id>/
 //!     run.json                        what the run is; created once    (folder.rs)
 //!     events.jsonl                    append-only status changes        (folder.rs)
@@ -40,7 +41,9 @@
 //! }
 //! w.log_eval(&EvalRow { step: 1000, wall_time: 0.0, metric: "fid".into(), value: 68.4,
 //!     num_samples: 50_000, cfg_scale: 1.0, sampler: "ddpm".into(), sampling_steps: 250,
-//!     extractor: "inception-v3".into() })?;
+//!     extractor: "inception-v3".into(), extractor_hash: None, reference_hash: None,
+//!     cfg_mode: Some("paper".into()), weights: Some("ema".into()), vae: Some("none".into()),
+//!     precision: Some("fp32".into()) })?;
 //! w.close()?;                                      // compacts, writes summaries, frees the lease
 //! store.set_status("DiT-S-2-s0", &StatusChange::new(Status::Finished))?;
 //! # Ok(()) }
@@ -68,6 +71,11 @@
 //! * **One history per run**: rows carry the attempt that wrote them; an attempt that
 //!   resumed from step S supersedes earlier attempts' rows past S ([`live_through`],
 //!   [`RunData::live`]); summaries are of the live history.
+//! * **Every quality number says how it was made**: an [`EvalRow`]'s [`Fingerprint`]
+//!   (extractor and a hash of its weights, a hash of the reference statistics, samples,
+//!   sampler and steps, guidance scale and mode, EMA or raw weights, VAE, precision)
+//!   decides which values may be compared. Eval tables written before those columns
+//!   existed read back with them null ("unrecorded"), which matches no recorded value.
 //! * **The index is derived**: [`Index::refresh`] re-reads only run folders that
 //!   changed, [`Index::rebuild`] reads them all; a damaged index is rebuilt, a damaged
 //!   run folder is left out with a warning naming the file.
@@ -81,24 +89,28 @@
 //! This crate links neither libtorch nor polars.
 
 mod error;
+mod fingerprint;
 pub mod folder;
 mod fsutil;
 mod ids;
 pub mod index;
 pub mod lease;
 mod legacy;
+pub mod predictions;
 pub mod segments;
 mod store;
 mod types;
 mod writer;
 
 pub use error::{Error, Result};
+pub use fingerprint::{FieldDiff, Fingerprint, FINGERPRINT_FIELDS, UNRECORDED};
 pub use folder::{is_live, live_through};
 pub use ids::{validate_id, validate_metric_name, MAX_ID_LEN};
 pub use index::{index_location, Index, IndexLocation, RefreshReport, INDEX_FILE};
 pub use lease::{Lease, LeaseInfo, LeaseWatch, LEASE_FILE};
 pub use segments::{read_run, EvalColumns, MetricColumns, RunData, Table};
 pub use legacy::LEGACY_REGISTRY_FILE;
+pub use predictions::{Check, PredictionRecord, Score, Target, PREDICTIONS_DIR};
 pub use store::{resolve_store, Store};
 pub use types::{
     now, EvalRow, Event, MetricPoint, ParamRow, ParamValue, RunRecord, RunSpec, Source, Status,

@@ -99,6 +99,13 @@ impl Table {
         // past its checkpoint (folder::live_through). Null in rows written before
         // attempts were recorded.
         fields.push(Field::new("attempt", DataType::Int64, true));
+        if self == Table::Evals {
+            // The rest of an eval row's fingerprint (crate::Fingerprint). Null in rows
+            // written before they were recorded.
+            for name in EVAL_FINGERPRINT_COLUMNS {
+                fields.push(Field::new(name, DataType::Utf8, true));
+            }
+        }
         let meta = HashMap::from([("ditbench.table".to_string(), self.name().to_string())]);
         fields.shrink_to_fit();
         Arc::new(Schema::new_with_metadata(fields, meta))
@@ -112,6 +119,11 @@ impl Table {
         Arc::new(Schema::new(fields))
     }
 }
+
+/// The nullable text columns an eval row carries after `attempt`: the fields of its
+/// [`crate::Fingerprint`] that the first eval tables did not have.
+pub const EVAL_FINGERPRINT_COLUMNS: [&str; 6] =
+    ["extractor_hash", "reference_hash", "cfg_mode", "weights", "vae", "precision"];
 
 /// Path of segment `n` of a table.
 pub fn segment_path(run_dir: &Path, table: Table, n: u64) -> PathBuf {
@@ -303,8 +315,7 @@ pub fn read_segment(path: &Path, table: Table) -> Result<SegmentContent> {
     let expected = table.segment_schema();
     match StreamReader::try_new(Cursor::new(&bytes[..valid]), None) {
         Ok(reader) => {
-            let legacy = same_columns(&reader.schema(), &without_attempt(&expected));
-            if !legacy && !same_columns(&reader.schema(), &expected) {
+            if !known_columns(&reader.schema(), &expected) {
                 return Ok(SegmentContent {
                     batches,
                     state: SegmentState::Corrupt(format!(
@@ -334,14 +345,6 @@ fn column_names(s: &Schema) -> Vec<String> {
         .iter()
         .map(|f| format!("{}:{}", f.name(), f.data_type()))
         .collect()
-}
-
-fn same_columns(a: &Schema, b: &Schema) -> bool {
-    a.fields().len() == b.fields().len()
-        && a.fields()
-            .iter()
-            .zip(b.fields())
-            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
 /// Column-wise metric points.
@@ -421,6 +424,18 @@ pub struct EvalColumns {
     pub extractor: Vec<String>,
     /// Attempt that wrote each row (`None` before attempts were recorded).
     pub attempt: Vec<Option<i64>>,
+    /// Hashes of the feature network's weights (`None`: not recorded).
+    pub extractor_hash: Vec<Option<String>>,
+    /// Hashes of the reference statistics.
+    pub reference_hash: Vec<Option<String>>,
+    /// Guidance modes ("paper", "all").
+    pub cfg_mode: Vec<Option<String>>,
+    /// Weights sampled ("ema", "raw").
+    pub weights: Vec<Option<String>>,
+    /// VAEs ("none" in pixel space).
+    pub vae: Vec<Option<String>>,
+    /// Sampling precisions ("fp32", "bf16").
+    pub precision: Vec<Option<String>>,
 }
 
 impl EvalColumns {
@@ -444,6 +459,12 @@ impl EvalColumns {
             sampler: self.sampler[i].clone(),
             sampling_steps: self.sampling_steps[i],
             extractor: self.extractor[i].clone(),
+            extractor_hash: self.extractor_hash[i].clone(),
+            reference_hash: self.reference_hash[i].clone(),
+            cfg_mode: self.cfg_mode[i].clone(),
+            weights: self.weights[i].clone(),
+            vae: self.vae[i].clone(),
+            precision: self.precision[i].clone(),
         }
     }
     /// All rows.
@@ -461,6 +482,11 @@ impl EvalColumns {
         let ss = col_i64(b, "sampling_steps")?;
         let ex = col_str(b, "extractor")?;
         let attempt = col_attempt(b)?;
+        let fp = EVAL_FINGERPRINT_COLUMNS
+            .iter()
+            .map(|n| col_opt_str(b, n))
+            .collect::<Result<Vec<_>>>()?;
+        let opt = |c: Option<&StringArray>, i: usize| c.and_then(|c| c.is_valid(i).then(|| c.value(i).to_string()));
         for i in 0..b.num_rows() {
             self.attempt.push(attempt.and_then(|a| a.is_valid(i).then(|| a.value(i))));
             self.step.push(step.value(i));
@@ -472,6 +498,12 @@ impl EvalColumns {
             self.sampler.push(sampler.value(i).to_string());
             self.sampling_steps.push(ss.value(i));
             self.extractor.push(ex.value(i).to_string());
+            self.extractor_hash.push(opt(fp[0], i));
+            self.reference_hash.push(opt(fp[1], i));
+            self.cfg_mode.push(opt(fp[2], i));
+            self.weights.push(opt(fp[3], i));
+            self.vae.push(opt(fp[4], i));
+            self.precision.push(opt(fp[5], i));
         }
         Ok(())
     }
@@ -504,6 +536,16 @@ fn col_f64<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Float64Array> {
 fn col_str<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
     column(b, name)
 }
+/// A nullable text column, absent in files written before it existed.
+fn col_opt_str<'a>(b: &'a RecordBatch, name: &str) -> Result<Option<&'a StringArray>> {
+    match b.column_by_name(name) {
+        None => Ok(None),
+        Some(c) => c.as_any().downcast_ref::<StringArray>().map(Some).ok_or_else(|| Error::Corrupt {
+            path: PathBuf::new(),
+            reason: format!("column {name:?} has type {}", c.data_type()),
+        }),
+    }
+}
 fn col_attempt(b: &RecordBatch) -> Result<Option<&Int64Array>> {
     match b.column_by_name("attempt") {
         None => Ok(None),
@@ -514,14 +556,24 @@ fn col_attempt(b: &RecordBatch) -> Result<Option<&Int64Array>> {
     }
 }
 
-/// The columns of a schema without `attempt`: what files written before attempts
-/// were recorded hold. They are read as rows with a null attempt.
-fn without_attempt(s: &Schema) -> Schema {
-    Schema::new(s.fields().iter().filter(|f| f.name() != "attempt").cloned().collect::<Vec<_>>())
+/// Whether a file's columns are `expected`'s or an older version of them: every
+/// column after the required ones is nullable and was added at the end (first
+/// `attempt`, then the eval fingerprint columns), so a file written before a column
+/// existed holds a prefix of today's columns that includes every required one. Such
+/// files are read with nulls in the missing columns ([`conform`]).
+fn known_columns(found: &Schema, expected: &Schema) -> bool {
+    let required = expected.fields().iter().take_while(|f| !f.is_nullable()).count();
+    let n = found.fields().len();
+    (required..=expected.fields().len()).contains(&n)
+        && found
+            .fields()
+            .iter()
+            .zip(expected.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
 /// Takes `b`'s columns in `schema`'s order, filling a missing nullable column
-/// (`attempt` in older files) with nulls.
+/// (`attempt` and the fingerprint columns in older files) with nulls.
 fn conform(b: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
     let cols: Vec<ArrayRef> = schema
         .fields()
@@ -570,7 +622,7 @@ fn read_parquet(path: &Path, table: Table) -> Result<Option<ParquetContent>> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?;
     let covered = covered_of(builder.metadata().file_metadata().key_value_metadata());
     let expected = table.parquet_schema();
-    if !same_columns(builder.schema(), &expected) && !same_columns(builder.schema(), &without_attempt(&expected)) {
+    if !known_columns(builder.schema(), &expected) {
         return Err(Error::Corrupt {
             path: path.to_path_buf(),
             reason: format!(
@@ -743,6 +795,12 @@ impl RunData {
                 sampling_steps: pick(&e.sampling_steps, &ke),
                 extractor: pick(&e.extractor, &ke),
                 attempt: pick(&e.attempt, &ke),
+                extractor_hash: pick(&e.extractor_hash, &ke),
+                reference_hash: pick(&e.reference_hash, &ke),
+                cfg_mode: pick(&e.cfg_mode, &ke),
+                weights: pick(&e.weights, &ke),
+                vae: pick(&e.vae, &ke),
+                precision: pick(&e.precision, &ke),
             },
             warnings: self.warnings.clone(),
             pending: self.pending,

@@ -348,7 +348,9 @@ pub struct MetricPoint {
     pub value: f64,
 }
 
-/// An evaluation result (FID and friends).
+/// An evaluation result (FID and friends). The fields after `extractor` say how the
+/// number was made (see [`crate::Fingerprint`]); they are `None` in rows written before
+/// they were recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalRow {
     /// Training step of the evaluated checkpoint.
@@ -369,6 +371,18 @@ pub struct EvalRow {
     pub sampling_steps: i64,
     /// Feature extractor, e.g. "inception-v3-tf".
     pub extractor: String,
+    /// 16 hex digits: a hash of the feature network's weights.
+    pub extractor_hash: Option<String>,
+    /// 16 hex digits: a hash of the reference statistics (mu, sigma).
+    pub reference_hash: Option<String>,
+    /// "paper" (guidance on the first 3 channels) or "all".
+    pub cfg_mode: Option<String>,
+    /// "ema" or "raw".
+    pub weights: Option<String>,
+    /// "none" in pixel space; else the VAE's name and a weight hash.
+    pub vae: Option<String>,
+    /// "fp32" or "bf16" (sampling autocast).
+    pub precision: Option<String>,
 }
 
 /// Where a summary's points came from.

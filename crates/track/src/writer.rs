@@ -128,12 +128,14 @@ struct EvalBuffer {
     sampling_steps: Int64Builder,
     extractor: StringBuilder,
     attempt: Int64Builder,
+    /// segments::EVAL_FINGERPRINT_COLUMNS, in order.
+    fingerprint: [StringBuilder; 6],
     rows: usize,
 }
 
 impl EvalBuffer {
     fn finish(&mut self) -> Result<RecordBatch> {
-        let cols: Vec<ArrayRef> = vec![
+        let mut cols: Vec<ArrayRef> = vec![
             Arc::new(self.step.finish()),
             Arc::new(self.wall_time.finish()),
             Arc::new(self.metric.finish()),
@@ -145,6 +147,9 @@ impl EvalBuffer {
             Arc::new(self.extractor.finish()),
             Arc::new(self.attempt.finish()),
         ];
+        for f in &mut self.fingerprint {
+            cols.push(Arc::new(f.finish()));
+        }
         self.rows = 0;
         Ok(RecordBatch::try_new(Table::Evals.segment_schema(), cols)?)
     }
@@ -301,6 +306,10 @@ impl MetricWriter {
         b.sampling_steps.append_value(row.sampling_steps);
         b.extractor.append_value(&row.extractor);
         b.attempt.append_value(self.attempt);
+        let fp = [&row.extractor_hash, &row.reference_hash, &row.cfg_mode, &row.weights, &row.vae, &row.precision];
+        for (builder, v) in b.fingerprint.iter_mut().zip(fp) {
+            builder.append_option(v.as_deref());
+        }
         b.rows += 1;
         Ok(())
     }

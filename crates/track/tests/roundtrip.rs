@@ -62,6 +62,14 @@ fn eval(step: i64, metric: &str, value: f64) -> EvalRow {
         sampler: "ddpm".into(),
         sampling_steps: 250,
         extractor: "inception-v3".into(),
+        // Recorded and unrecorded values interleaved, so that every round trip below
+        // also carries nulls through the nullable fingerprint columns.
+        extractor_hash: Some(format!("{:016x}", step * 7919)),
+        reference_hash: Some("9f8e7d6c5b4a3921".into()),
+        cfg_mode: (step % 2 == 0).then(|| "paper".into()),
+        weights: Some(if step % 3 == 0 { "raw" } else { "ema" }.into()),
+        vae: Some("none".into()),
+        precision: (step % 5 != 0).then(|| "bf16".into()),
     }
 }
 

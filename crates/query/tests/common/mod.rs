@@ -96,6 +96,12 @@ pub fn build() -> Fixture {
                     sampler: "ddpm".into(),
                     sampling_steps: 50,
                     extractor: "inception-v3".into(),
+                    extractor_hash: Some("00112233445566ff".into()),
+                    reference_hash: Some("8899aabbccddeeff".into()),
+                    cfg_mode: Some("paper".into()),
+                    weights: Some("ema".into()),
+                    vae: Some("none".into()),
+                    precision: Some("fp32".into()),
                 })
                 .unwrap();
             }
