@@ -286,6 +286,33 @@ impl ImageFolder {
         self.skipped_at_open.len() + self.skipped_at_get()
     }
 
+    /// The folder restricted to the samples `indices` (in that order): sample `k` of the
+    /// result is sample `indices[k]` of this one. An unreadable image is replaced by the
+    /// next readable one among the selected samples only, so a training set selected
+    /// this way never reaches a held-out image. Images left out at open stay listed.
+    pub fn select(&self, indices: &[usize]) -> Result<ImageFolder, DataError> {
+        if indices.is_empty() {
+            return Err(DataError::Config("an ImageFolder selection needs at least one image".into()));
+        }
+        let samples = indices
+            .iter()
+            .map(|&i| {
+                self.samples.get(i).cloned().ok_or_else(|| {
+                    DataError::Config(format!("index {i} out of range for {} images", self.samples.len()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ImageFolder {
+            root: self.root.clone(),
+            opts: self.opts.clone(),
+            classes: self.classes.clone(),
+            samples,
+            skipped_at_open: self.skipped_at_open.clone(),
+            skipped_at_get: AtomicUsize::new(0),
+            bad_at_get: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Sample `index` decoded and ADM centre-cropped, as RGB8 (no flip).
     pub fn load_cropped(&self, index: usize) -> Result<RgbImage, DataError> {
         let (path, _) = self.samples.get(index).ok_or_else(|| {

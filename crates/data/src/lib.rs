@@ -15,6 +15,9 @@
 //!   that resumes exactly.
 //! * [`LatentFolder`]: pre-extracted VAE posteriors (both flips, mean and std),
 //!   memory-mapped; written by [`LatentWriter`] (resumable).
+//! * [`held_out_indices`] and [`Subset`]: the samples a validation set holds out of
+//!   training, chosen from a seed of their own, and a dataset made of some samples of
+//!   another.
 
 mod builtin;
 mod folder;
@@ -24,6 +27,7 @@ mod loader;
 mod resize;
 mod rng;
 mod sampler;
+mod subset;
 
 use std::path::PathBuf;
 
@@ -35,6 +39,7 @@ pub use latents::{LatentFolder, LatentWriter, LatentsHeader};
 pub use loader::{Batch, Loader, LoaderConfig};
 pub use resize::{center_crop_arr, pil_resize, Filter, PassOrder};
 pub use sampler::{BatchPlan, Cursor, Sampler, SamplerConfig};
+pub use subset::{complement, held_out_indices, Subset};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ pub(crate) mod domain {
     pub const BUILTIN: u64 = 0xB1_0001;
     pub const PERMUTATION: u64 = 0xB1_0002;
     pub const FLIP: u64 = 0xB1_0003;
+    pub const HOLD_OUT: u64 = 0xB1_0004;
 }
 
 /// A small sequential generator (SplitMix64 stream) started from a hashed key.

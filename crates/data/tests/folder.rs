@@ -214,3 +214,28 @@ fn the_loader_reports_unreadable_images_with_the_batch_that_met_them() {
         }
     }
 }
+
+/// A selection serves its own samples, and replaces an unreadable one by the next
+/// readable image of the selection, never by an image it left out (held-out images
+/// of a validation set must not reach training).
+#[test]
+fn a_selection_replaces_unreadable_images_within_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    corrupt_tree(dir.path());
+    let ds = ImageFolder::open(dir.path(), opts(Verify::Header, OnBadImage::Skip)).unwrap();
+    // Samples: 0.png, 1.png, a_ok.png, c_truncated.png, d_ok.png. The whole folder
+    // replaces c_truncated by d_ok; a selection without d_ok takes its own next sample.
+    let sel = ds.select(&[1, 3, 2]).unwrap();
+    assert_eq!(sel.len(), 3);
+    assert!(sel.get(0, false).unwrap() == ds.get(1, false).unwrap());
+    assert!(sel.get(2, true).unwrap() == ds.get(2, true).unwrap());
+    assert!(sel.get(1, false).unwrap() == ds.get(2, false).unwrap());
+    assert!(ds.get(3, false).unwrap() == ds.get(4, false).unwrap());
+    assert!(sel.get(1, false).unwrap() != ds.get(4, false).unwrap());
+    // The last sample wraps around to the selection's first, not to the folder's.
+    let sel = ds.select(&[2, 3]).unwrap();
+    assert!(sel.get(1, false).unwrap() == ds.get(2, false).unwrap());
+    assert_eq!(sel.skipped_at_get(), 1);
+    assert_eq!(sel.skipped_at_open().len(), 1);
+    assert!(ds.select(&[5]).is_err() && ds.select(&[]).is_err());
+}

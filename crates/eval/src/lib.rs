@@ -35,3 +35,12 @@ pub fn cache_dir() -> std::path::PathBuf {
         _ => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache").join("ditbench"),
     }
 }
+
+/// A hash of a weights file for fingerprints: FNV-1a 64 over its bytes (the file in
+/// use, e.g. the imported Inception safetensors or a cached built-in extractor), so
+/// that two evaluations with different feature networks never compare.
+pub fn file_hash(path: &std::path::Path) -> Result<u64, EvalError> {
+    let bytes = std::fs::read(path).map_err(|source| EvalError::Io { path: path.display().to_string(), source })?;
+    Ok(ditbench_common::fnv1a64(&bytes))
+}
+

@@ -47,6 +47,17 @@ impl FeatureStats {
         Ok(())
     }
 
+    /// A hash of the statistics for fingerprints: FNV-1a 64 over the little-endian
+    /// bytes of every f64 of μ, then of Σ (row-major); `n` is not part of it (the
+    /// numbers are the statistics). Two evaluations compare only when it is equal.
+    pub fn content_hash(&self) -> u64 {
+        let mut bytes = Vec::with_capacity(8 * (self.mu.len() + self.sigma.len()));
+        for x in self.mu.iter().chain(&self.sigma) {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        ditbench_common::fnv1a64(&bytes)
+    }
+
     /// μ as a 1-d f64 CPU tensor and Σ as a dim×dim f64 CPU tensor.
     pub fn to_tensors(&self) -> (Tensor, Tensor) {
         let d = self.dim() as i64;
@@ -167,5 +178,30 @@ impl StatsAccumulator {
             mu: Vec::<f64>::try_from(&self.mean)?,
             sigma: Vec::<f64>::try_from(&sigma.f_reshape([-1])?)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_content_hash_covers_every_number_in_order_and_not_the_count() {
+        let s = FeatureStats { n: 10, mu: vec![1.0, -2.5], sigma: vec![1.0, 0.5, 0.5, 2.0] };
+        // FNV-1a 64 of the 48 bytes, written out: offset basis, xor, FNV prime.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for x in [1.0f64, -2.5, 1.0, 0.5, 0.5, 2.0] {
+            for b in x.to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        assert_eq!(s.content_hash(), h);
+        assert_eq!(FeatureStats { n: 0, ..s.clone() }.content_hash(), h);
+        let mut t = s.clone();
+        t.sigma[3] = 2.0 + 1e-15;
+        assert_ne!(t.content_hash(), h);
+        // Order matters: μ swapped is other statistics.
+        let u = FeatureStats { mu: vec![-2.5, 1.0], ..s.clone() };
+        assert_ne!(u.content_hash(), h);
     }
 }

@@ -158,7 +158,7 @@ pub fn config(o: &AdhocOptions) -> Result<RunConfig, AdhocError> {
         activation_checkpointing: o.activation_checkpointing,
         threads: 0,
     };
-    let mut cfg = RunConfig { run_id: String::new(), sweep: o.sweep.clone(), model: m, data, train, eval: None };
+    let mut cfg = RunConfig { run_id: String::new(), sweep: o.sweep.clone(), model: m, data, train, eval: None, validation: None };
     // The same choices name the same run, so rerunning a command resumes it.
     cfg.run_id = derive_run_id(&cfg);
     Ok(cfg)

@@ -46,14 +46,38 @@ pub fn check_launch(cfg: &RunConfig, ranks: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Images of a dataset of `len` that `[validation]` holds out of training: none for the
+/// built-in dataset (it renders validation images past `data.builtin_len`), else
+/// `validation.images`, refused when more than a quarter of the dataset (training would
+/// lose too much of its data, and a quarter already measures the loss well).
+pub fn held_out_images(cfg: &RunConfig, len: usize) -> Result<usize, String> {
+    let Some(v) = &cfg.validation else { return Ok(0) };
+    if cfg.data.kind == DataKind::Builtin {
+        return Ok(0);
+    }
+    if v.images > len / 4 {
+        return Err(format!(
+            "validation.images = {} would hold out more than a quarter of the {len} images of the {} dataset; \
+             valid: 1 to {} for this dataset (held-out images are not trained on)",
+            v.images,
+            cfg.data.kind,
+            len / 4
+        ));
+    }
+    Ok(v.images)
+}
+
 /// A dataset of `len` images must give every one of `ranks` ranks at least one local
-/// batch per epoch (the sampler's rule).
+/// batch per epoch (the sampler's rule), after `[validation]` holds its images out.
 pub fn check_dataset_len(cfg: &RunConfig, len: usize, ranks: usize) -> Result<(), String> {
+    let held = held_out_images(cfg, len)?;
+    let len = len - held;
     let ranks = ranks.max(1);
     let local_batch = cfg.train.batch_size / ranks;
     if len == 0 || local_batch == 0 || len / ranks < local_batch {
+        let after = if held > 0 { format!(" (after holding out validation.images = {held})") } else { String::new() };
         return Err(format!(
-            "a dataset of {len} images is too small for train.batch_size {} on {ranks} rank(s)",
+            "a dataset of {len} images{after} is too small for train.batch_size {} on {ranks} rank(s)",
             cfg.train.batch_size
         ));
     }

@@ -193,6 +193,69 @@ pub struct EvalConfig {
     pub bf16: bool,
 }
 
+/// A held-out validation loss (issue 15 §2): the training objective on a fixed set of
+/// images, timesteps and noise, the same for every run of a sweep, so that loss curves
+/// can be compared and fitted (the logged training `loss` is one batch at random
+/// timesteps: too noisy for that). Logged as the metrics `val_loss` / `val_loss_ema`
+/// (the whole objective, L_simple + L_vlb, with the raw and the EMA weights) and
+/// `val_mse` / `val_mse_ema` (its ε-MSE part, L_simple, alone).
+///
+/// The images never take part in training: the built-in dataset renders indices past
+/// `data.builtin_len`; an ImageFolder or a latents folder holds `images` samples out of
+/// training (a permutation drawn from `seed`, the same for every run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Validation images (default 256: with 4 timesteps each, 1024 (image, t) pairs, so
+    /// the mean carries about 3 % of one pair's spread, at the cost of 2 × 1024
+    /// forward passes without gradients, once per evaluation).
+    #[serde(default = "default_validation_images")]
+    pub images: usize,
+    /// Timesteps per image (default 4): image i sees one timestep in each of `timesteps`
+    /// equal slices of [0, 1000), so every image is measured at low and high noise and
+    /// the (image, t) pairs together cover [0, 1000) evenly.
+    #[serde(default = "default_validation_timesteps")]
+    pub timesteps: usize,
+    /// 0 (default): at each evaluation step of `[eval]` when there is one, and always
+    /// at the final step. N > 0: at those steps and also every N steps (the loss is
+    /// cheap next to sampling, so it can be measured more often than FID).
+    #[serde(default)]
+    pub every: u64,
+    /// Seed of the held-out choice, the timesteps and the noise. Its default is a
+    /// constant, not the run's seed, so that every run of a sweep (whatever its
+    /// `train.seed`) is measured on the same images, timesteps and noise.
+    #[serde(default = "default_validation_seed")]
+    pub seed: u64,
+}
+
+/// The default `validation.seed`: a constant shared by every run (never `train.seed`).
+pub const DEFAULT_VALIDATION_SEED: u64 = 0x5EED_7A11_DA7E;
+/// Most validation images: each one is held in memory for the whole run.
+pub const MAX_VALIDATION_IMAGES: usize = 1 << 16;
+/// Diffusion steps of DiT (timesteps per validation image cannot exceed them).
+pub const DIT_TIMESTEPS: usize = 1000;
+
+fn default_validation_images() -> usize {
+    256
+}
+fn default_validation_timesteps() -> usize {
+    4
+}
+fn default_validation_seed() -> u64 {
+    DEFAULT_VALIDATION_SEED
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            images: default_validation_images(),
+            timesteps: default_validation_timesteps(),
+            every: 0,
+            seed: DEFAULT_VALIDATION_SEED,
+        }
+    }
+}
+
 fn default_reference_images() -> usize {
     2000
 }
@@ -280,6 +343,10 @@ pub struct RunConfig {
     /// Evaluation schedule (none: no FID/FD is measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalConfig>,
+    /// Held-out validation loss (none: not measured). Absent, the config serialises as
+    /// it did before the section existed, so run ids do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationConfig>,
 }
 
 impl RunConfig {
@@ -315,6 +382,7 @@ impl RunConfig {
             ("train.ckpt_every", t.ckpt_every),
             ("train.sample_every", t.sample_every),
             ("eval.every", self.eval.as_ref().map_or(0, |e| e.every)),
+            ("validation.every", self.validation.as_ref().map_or(0, |v| v.every)),
         ] {
             in_range(key, v, 0, MAX_STEPS, steps_why)?;
         }
@@ -404,7 +472,29 @@ impl RunConfig {
                 return Err(format!("eval.cfg_scale must be >= 1.0 (1.0: no guidance), got {}", e.cfg_scale));
             }
         }
+        if let Some(v) = &self.validation {
+            in_range("validation.images", v.images, 1, MAX_VALIDATION_IMAGES, " images (each is kept in memory for the run)")?;
+            in_range(
+                "validation.timesteps",
+                v.timesteps,
+                1,
+                DIT_TIMESTEPS,
+                " per image (distinct timesteps of the diffusion's 1000)",
+            )?;
+            in_range("validation.seed", v.seed, 0, i64::MAX as u64, " (config files keep integers as signed 64-bit)")?;
+        }
         Ok(())
+    }
+
+    /// Whether the held-out validation loss is measured after `done` steps: at the
+    /// final step, at each evaluation step of `[eval]`, and every `validation.every`
+    /// steps when that is set (never without a `[validation]` section).
+    pub fn is_validation_step(&self, done: u64) -> bool {
+        let Some(v) = &self.validation else { return false };
+        let eval_every = self.eval.as_ref().map_or(0, |e| e.every);
+        done == self.train.steps
+            || (v.every > 0 && done % v.every == 0)
+            || (eval_every > 0 && done % eval_every == 0)
     }
 
     pub fn to_toml(&self) -> String {

@@ -117,3 +117,88 @@ fn derived_ids_fit_the_rule_and_do_not_change() {
     assert_eq!(id.len(), 200, "{id}");
     validate_name("run_id", &id).unwrap();
 }
+
+/// `[validation]`: optional, its defaults documented (256 images, 4 timesteps, at
+/// evaluations and the end, a constant seed), out-of-range values refused naming the
+/// key, and a config without it written exactly as before.
+#[test]
+fn the_validation_section_reads_validates_and_stays_out_of_configs_without_it() {
+    use ditbench_runconfig::{ValidationConfig, DEFAULT_VALIDATION_SEED};
+    let c = base();
+    assert!(c.validation.is_none());
+    assert!(!c.to_toml().contains("validation"), "{}", c.to_toml());
+    let text = format!("{}\n[validation]\n", c.to_toml());
+    let v = RunConfig::from_toml(&text).unwrap().validation.unwrap();
+    assert_eq!(v, ValidationConfig { images: 256, timesteps: 4, every: 0, seed: DEFAULT_VALIDATION_SEED });
+    assert_eq!(v, ValidationConfig::default());
+    // Written out whole, so the id says what was measured; it reads back the same.
+    let mut with = c.clone();
+    with.validation = Some(ValidationConfig { images: 32, timesteps: 2, every: 5, seed: 9 });
+    let written = with.to_toml();
+    assert!(written.contains("[validation]\nimages = 32\ntimesteps = 2\nevery = 5\nseed = 9\n"), "{written}");
+    assert_eq!(RunConfig::from_toml(&written).unwrap(), with);
+    assert_ne!(derive_run_id(&with), derive_run_id(&c));
+
+    let check = |f: &dyn Fn(&mut ValidationConfig), want: &str| {
+        let mut c = base();
+        let mut v = ValidationConfig::default();
+        f(&mut v);
+        c.validation = Some(v);
+        let e = c.validate().expect_err(want);
+        assert!(e.contains(want), "{e} (want {want})");
+    };
+    check(&|v| v.images = 0, "validation.images = 0 is out of range; valid: 1 to 65536");
+    check(&|v| v.images = 1 << 20, "validation.images = 1048576 is out of range");
+    check(&|v| v.timesteps = 0, "validation.timesteps = 0 is out of range; valid: 1 to 1000");
+    check(&|v| v.timesteps = 1001, "validation.timesteps = 1001 is out of range; valid: 1 to 1000 per image");
+    check(&|v| v.every = u64::MAX, "validation.every = 18446744073709551615 is out of range");
+    check(&|v| v.seed = 1 << 63, "validation.seed = 9223372036854775808 is out of range");
+    // A key that does not exist, or a value of the wrong type, names the key and line.
+    let e = RunConfig::from_toml(&format!("{}\n[validation]\nimage = 3\n", c.to_toml())).unwrap_err();
+    assert!(e.contains("unknown field `image`") && e.contains("`images`"), "{e}");
+    let e = RunConfig::from_toml(&format!("{}\n[validation]\ntimesteps = -1\n", c.to_toml())).unwrap_err();
+    assert!(e.starts_with("validation.timesteps (line "), "{e}");
+}
+
+/// Validation steps: the last step always, every eval step, and every
+/// `validation.every` steps when set; never without the section.
+#[test]
+fn validation_steps_follow_the_evaluations_and_their_own_cadence() {
+    use ditbench_runconfig::ValidationConfig;
+    let steps_of = |c: &RunConfig| (1..=c.train.steps).filter(|&d| c.is_validation_step(d)).collect::<Vec<u64>>();
+    let mut c = base();
+    assert!(steps_of(&c).is_empty());
+    c.validation = Some(ValidationConfig::default());
+    assert_eq!(steps_of(&c), vec![10]);
+    let text = format!("{}\n[eval]\nevery = 4\nnum_samples = 8\n", c.to_toml());
+    let mut c = RunConfig::from_toml(&text).unwrap();
+    assert_eq!(steps_of(&c), vec![4, 8, 10]);
+    c.validation.as_mut().unwrap().every = 3;
+    assert_eq!(steps_of(&c), vec![3, 4, 6, 8, 9, 10]);
+    c.eval = None;
+    assert_eq!(steps_of(&c), vec![3, 6, 9, 10]);
+}
+
+/// An ImageFolder or latents dataset holds `validation.images` out of training, at
+/// most a quarter of it; the built-in dataset renders them past its length instead.
+#[test]
+fn held_out_images_are_refused_beyond_a_quarter_of_the_dataset() {
+    use ditbench_runconfig::launch_checks::{check_dataset_len, held_out_images};
+    use ditbench_runconfig::{DataKind, ValidationConfig};
+    let mut c = base();
+    assert_eq!(held_out_images(&c, 100), Ok(0));
+    c.validation = Some(ValidationConfig { images: 25, ..Default::default() });
+    assert_eq!(held_out_images(&c, 100), Ok(0), "built-in: nothing held out");
+    c.data.kind = DataKind::ImageFolder;
+    assert_eq!(held_out_images(&c, 100), Ok(25));
+    let e = held_out_images(&c, 99).unwrap_err();
+    assert!(e.starts_with("validation.images = 25 would hold out more than a quarter of the 99 images"), "{e}");
+    assert!(e.contains("valid: 1 to 24 for this dataset"), "{e}");
+    assert_eq!(check_dataset_len(&c, 99, 1).unwrap_err(), e);
+    // What is left must still fill a batch (train.batch_size 4).
+    c.validation = Some(ValidationConfig { images: 1, ..Default::default() });
+    check_dataset_len(&c, 5, 1).unwrap();
+    c.train.batch_size = 5;
+    let e = check_dataset_len(&c, 5, 1).unwrap_err();
+    assert!(e.contains("a dataset of 4 images (after holding out validation.images = 1) is too small for train.batch_size 5"), "{e}");
+}

@@ -6,8 +6,9 @@
 //! [base.data]           # a run config's [data]
 //! [base.train]          # a run config's [train]
 //! [base.eval]           # a run config's [eval] (optional)
+//! [base.validation]     # a run config's [validation] (optional): held-out validation loss
 //! [family]              # optional scaled-down sizes: S = { depth = 2, hidden_size = 32, num_heads = 2 }
-//! [axes]                # grid: size = ["S", "B"], patch = [8, 4, 2], "train.seed" = [0, 1]
+//! [axes]                # grid: size = ["S", "B"], patch = [8, 4, 2], seed = [0, 1, 2] (replicates: train.seed)
 //! [zip]                 # axes iterated together (equal lengths), crossed with the grid
 //! [random]              # samples = 8, seed = 0, [random.axes] "train.optimizer.lr" = { log_uniform = [1e-5, 1e-3] }
 //! [overrides.size.XL]   # dotted keys set on every run whose axis `size` is "XL"
@@ -23,7 +24,9 @@ use std::path::{Path, PathBuf};
 use ditbench_common::SplitMix64;
 use ditbench_family::SIZES;
 use ditbench_family::{DiTConfig, ModelSize};
-use ditbench_runconfig::{derive_run_id, launch_checks, AdamWConfigSerde, DataConfig, DataKind, EvalConfig, RunConfig, TrainConfig};
+use ditbench_runconfig::{
+    derive_run_id, launch_checks, AdamWConfigSerde, DataConfig, DataKind, EvalConfig, RunConfig, TrainConfig, ValidationConfig,
+};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::{Table, Value};
@@ -213,12 +216,27 @@ impl PlannedRun {
 /// Keys with a meaning of their own: the family member.
 const MODEL_AXES: [&str; 2] = ["size", "patch"];
 
+/// The replicate axis: `seed = [0, 1, 2]` trains each configuration once per seed. It is
+/// `train.seed` under the name the report groups replicates by (every other axis is
+/// the configuration; seeds are its repetitions).
+pub const SEED_AXIS: &str = "seed";
+const SEED_KEY: &str = "train.seed";
+
+/// The run-config key an axis sets (`seed` is `train.seed`).
+fn axis_key(axis: &str) -> &str {
+    if axis == SEED_AXIS {
+        SEED_KEY
+    } else {
+        axis
+    }
+}
+
 /// Keys of the run config that the axes `size` and `patch` set, not settable on their
 /// own (a `model.size` that disagreed with the member would mislabel the run).
 const SET_BY_MODEL_AXES: [&str; 1] = ["model.size"];
 
 /// The tables of `[base]`, in the order a run config has them.
-const BASE_SECTIONS: [&str; 4] = ["model", "data", "train", "eval"];
+const BASE_SECTIONS: [&str; 5] = ["model", "data", "train", "eval", "validation"];
 
 /// Where a key of the merged run config got its value, for errors.
 #[derive(Debug, Clone)]
@@ -344,7 +362,7 @@ impl SweepSpec {
         for (section, v) in &r.base {
             if !BASE_SECTIONS.contains(&section.as_str()) {
                 let hint = did_you_mean(section, BASE_SECTIONS.iter().copied()).map(|s| format!("did you mean [base.{s}]? ")).unwrap_or_default();
-                return Err(self.err(&["base", section], format!("[base.{section}] is not a table of a run config; {hint}valid: [base.model], [base.data], [base.train], [base.eval]")));
+                return Err(self.err(&["base", section], format!("[base.{section}] is not a table of a run config; {hint}valid: [base.model], [base.data], [base.train], [base.eval], [base.validation]")));
             }
             let Value::Table(t) = v else {
                 return Err(self.err(&["base", section], format!("[base] {section} must be a table ([base.{section}])")));
@@ -360,12 +378,19 @@ impl SweepSpec {
                 }
             }
         }
-        for k in self.axis_keys() {
-            if MODEL_AXES.contains(&k.as_str()) {
+        let keys = self.axis_keys();
+        if keys.iter().any(|k| k == SEED_AXIS) && keys.iter().any(|k| k == SEED_KEY) {
+            return Err(self.err_line(
+                self.axis_line(SEED_KEY, None),
+                format!("axes `{SEED_AXIS}` and `{SEED_KEY}` both set the training seed; keep one (`{SEED_AXIS}` marks the replicates of each configuration)"),
+            ));
+        }
+        for k in keys {
+            if MODEL_AXES.contains(&k.as_str()) || k == SEED_AXIS {
                 continue;
             }
             if let Err(p) = schema.check_key(&k) {
-                return Err(self.err_line(self.axis_line(&k, None), format!("{} \"{k}\": {p}; settable keys: size, patch, {}", self.axis_table(&k), schema.keys().join(", "))));
+                return Err(self.err_line(self.axis_line(&k, None), format!("{} \"{k}\": {p}; settable keys: size, patch, {SEED_AXIS}, {}", self.axis_table(&k), schema.keys().join(", "))));
             }
         }
         let axis_keys = self.axis_keys();
@@ -576,7 +601,7 @@ impl SweepSpec {
         let mut sets: Vec<(String, Value, Origin)> = axes
             .iter()
             .filter(|(k, _)| !MODEL_AXES.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone(), Origin { label: format!("{} \"{k}\" value {v}", self.axis_table(k)), line: self.axis_line(k, Some(v)) }))
+            .map(|(k, v)| (axis_key(k).to_string(), v.clone(), Origin { label: format!("{} \"{k}\" value {v}", self.axis_table(k)), line: self.axis_line(k, Some(v)) }))
             .collect();
         for (axis, value) in axes {
             if let Some(by_value) = r.overrides.get(axis) {
@@ -646,6 +671,9 @@ impl SweepSpec {
         self.check_section::<TrainConfig>("train", &table, &origins)?;
         if table.contains_key("eval") {
             self.check_section::<EvalConfig>("eval", &table, &origins)?;
+        }
+        if table.contains_key("validation") {
+            self.check_section::<ValidationConfig>("validation", &table, &origins)?;
         }
         table.insert("run_id".into(), Value::String(String::new()));
         table.insert("sweep".into(), Value::String(r.name.clone()));
@@ -849,6 +877,7 @@ impl Schema {
                 ("train", fields_of::<TrainConfig>()),
                 ("train.optimizer", fields_of::<AdamWConfigSerde>()),
                 ("eval", fields_of::<EvalConfig>()),
+                ("validation", fields_of::<ValidationConfig>()),
             ];
             let required = [
                 ("model", required_fields::<DiTConfig>()),
@@ -856,6 +885,7 @@ impl Schema {
                 ("train", required_fields::<TrainConfig>()),
                 ("train.optimizer", required_fields::<AdamWConfigSerde>()),
                 ("eval", required_fields::<EvalConfig>()),
+                ("validation", required_fields::<ValidationConfig>()),
             ]
             .into_iter()
             .collect();

@@ -288,6 +288,8 @@ seed = 0
 [eval]
 num_samples = 2
 bf16 = true
+[validation]
+images = 8
 "#;
     let cfg: ditbench_runconfig::RunConfig = toml::from_str(full).unwrap();
     let table: toml::Table = toml::from_str(&cfg.to_toml()).unwrap();
@@ -304,7 +306,8 @@ bf16 = true
     }
     let err = parse(&format!("{SMALL}\"train.nope\" = [1]\n")).unwrap_err();
     let listed: Vec<&str> = err.split("settable keys: ").nth(1).unwrap().split(", ").map(str::trim).collect();
-    let mut listed_sorted: Vec<&str> = listed.iter().copied().filter(|k| *k != "size" && *k != "patch").collect();
+    // size, patch and seed (the alias of train.seed) are the axes with names of their own.
+    let mut listed_sorted: Vec<&str> = listed.iter().copied().filter(|k| !["size", "patch", "seed"].contains(k)).collect();
     listed_sorted.sort();
     want.sort();
     // Fields skipped when at their default (none here) would be missing from `want`.
@@ -495,4 +498,89 @@ fn plan_estimates_hours_from_measured_throughput() {
         assert_eq!(r.status.as_deref(), Some(status), "{}", r.id);
     }
     assert!(p.estimate_basis.contains("median of 1 measured runs"), "{}", p.estimate_basis);
+}
+
+/// `[base.validation]` is a section of the run config like the others: its keys are
+/// checked with the same errors (key, line, nearest key, type), its defaults filled in,
+/// its keys settable by axes; a spec without it expands to the same run ids as before.
+#[test]
+fn base_validation_is_checked_and_expanded_like_the_other_sections() {
+    let without = parse(SMALL).unwrap().expand().unwrap();
+    assert!(without.iter().all(|r| r.config.validation.is_none()));
+
+    let text = format!("{SMALL}[base.validation]\nimages = 64\n");
+    let runs = parse(&text).unwrap().expand().unwrap();
+    let v = runs[0].config.validation.clone().expect("a validation section");
+    assert_eq!((v.images, v.timesteps, v.every, v.seed), (64, 4, 0, ditbench_runconfig::DEFAULT_VALIDATION_SEED));
+    // The section is part of the config, so of the run id.
+    assert!(runs.iter().zip(&without).all(|(a, b)| a.config.run_id != b.config.run_id));
+    // Every run of the sweep, whatever its seed, gets the same validation section.
+    let seeds = parse(&format!("{text}[zip]\n\"train.seed\" = [1, 2]\n")).unwrap().expand().unwrap();
+    assert!(seeds.iter().all(|r| r.config.validation.as_ref() == Some(&v)));
+
+    // An unknown key names itself, its line, the nearest key and the valid ones.
+    let bad = format!("{SMALL}[base.validation]\nimage = 64\n");
+    let err = error_at(&bad, line_of(&bad, "image = 64"));
+    assert!(err.contains("[base.validation] image") && err.contains("did you mean `images`?"), "{err}");
+    assert!(err.contains("keys of [validation]: images, timesteps, every, seed"), "{err}");
+    // A value of the wrong type.
+    let bad = format!("{SMALL}[base.validation]\ntimesteps = \"four\"\n");
+    let err = error_at(&bad, line_of(&bad, "timesteps = "));
+    assert!(err.contains("[base.validation] timesteps = \"four\"") && err.contains("whole number"), "{err}");
+    // A misspelled section suggests it.
+    let bad = format!("{SMALL}[base.validaton]\nimages = 64\n");
+    let err = parse(&bad).unwrap_err();
+    assert!(err.contains("did you mean [base.validation]?") && err.contains("[base.validation]"), "{err}");
+    // Axes reach its keys; a value out of range refuses the run, naming the key.
+    let ax = format!("{SMALL}\"validation.timesteps\" = [2, 2000]\n");
+    let runs = parse(&ax).unwrap().expand().unwrap();
+    assert_eq!(runs.len(), 8);
+    let refused: Vec<&String> = runs.iter().filter_map(|r| r.refused.as_ref()).collect();
+    assert_eq!(refused.len(), 4);
+    assert!(refused.iter().all(|why| why.contains("validation.timesteps = 2000 is out of range; valid: 1 to 1000")), "{refused:?}");
+}
+
+/// `sweep plan` refuses a `[base.validation]` that would hold out more than a quarter
+/// of a latents folder, in the trainer's words, before anything starts.
+#[test]
+fn base_validation_holding_out_too_many_latents_is_refused_at_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    latents_folder(tmp.path(), 4, 2, 16, 16);
+    let spec = |images: usize| {
+        format!(
+            "name = \"l\"\n[base.model]\ninput_size = 2\nin_channels = 4\nnum_classes = 2\n[base.data]\nkind = \"latents\"\npath = {:?}\nimage_size = 16\n[base.train]\nsteps = 1\nbatch_size = 4\nseed = 0\n[base.validation]\nimages = {images}\n[axes]\nsize = [\"S\"]\npatch = [2]\n",
+            tmp.path().to_str().unwrap()
+        )
+    };
+    assert_eq!(refusals(&spec(4)), vec![("DiT-S/2".to_string(), None)]);
+    let why = refusals(&spec(5))[0].1.clone().unwrap();
+    assert!(why.contains("validation.images = 5 would hold out more than a quarter of the 16 images") && why.contains("valid: 1 to 4"), "{why}");
+}
+
+/// `seed = [..]` is the replicate axis: each configuration once per seed, the seed in
+/// `train.seed` and in the run id, and the axis is named `seed` in the run's point.
+#[test]
+fn the_seed_axis_trains_replicates() {
+    let spec = parse(&format!("{SMALL}seed = [0, 1, 2]\n")).unwrap();
+    let runs = spec.expand().unwrap();
+    assert_eq!(runs.len(), 2 * 2 * 3);
+    let mut ids: Vec<&str> = runs.iter().map(|r| r.config.run_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "a distinct run per replicate");
+    for seed in 0..3u64 {
+        assert_eq!(runs.iter().filter(|r| r.config.train.seed == seed).count(), 4);
+    }
+    assert!(runs.iter().all(|r| r.point().contains("seed=")), "{}", runs[0].point());
+    // The same seed as an explicit key gives the same runs (ids included).
+    let explicit = parse(&format!("{SMALL}\"train.seed\" = [0, 1, 2]\n")).unwrap().expand().unwrap();
+    let mut a: Vec<&str> = explicit.iter().map(|r| r.config.run_id.as_str()).collect();
+    a.sort();
+    assert_eq!(a, ids);
+    // Both at once is refused by name.
+    let e = parse(&format!("{SMALL}seed = [0, 1]\n\"train.seed\" = [2, 3]\n")).unwrap_err();
+    assert!(e.contains("`seed` and `train.seed`"), "{e}");
+    // Seeds must be what train.seed accepts.
+    let e = parse(&format!("{SMALL}seed = [-1]\n")).and_then(|s| s.expand().map_err(|e| e.to_string())).unwrap_err();
+    assert!(e.contains("seed"), "{e}");
 }

@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             threads: 2,
         },
         eval: None,
+        validation: None,
     };
     let t0 = std::time::Instant::now();
     train(&store, &cfg, &AtomicBool::new(false), &mut ditbench_train::run::Quiet, &Provenance::default())?;

@@ -107,6 +107,7 @@ fn main() -> anyhow::Result<()> {
             threads,
         },
         eval: None,
+        validation: None,
     };
 
     let root = repo_root();

@@ -11,10 +11,9 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
-use ditbench_data::{Batch, BadImage, Cursor, Dataset};
+use ditbench_data::{Batch, BadImage, Cursor};
 use ditbench_track::{Lease, MetricWriter, RunSpec, Status, StatusChange, Store};
 use ditbench_generate::Decoder;
 use ditbench_torchext::device_name;
@@ -22,10 +21,11 @@ use tch::Device;
 
 use crate::checkpoint::{self, Resume};
 use crate::config::{DataKind, RunConfig};
-use crate::data::{bad_at_open_line, data_relative, reference_images, BAD_IMAGES_METRIC, BAD_IMAGES_NAMED};
+use crate::data::{bad_at_open_line, data_relative, reference_images, RunDatasets, BAD_IMAGES_METRIC, BAD_IMAGES_NAMED};
 use crate::device::{memory_peak_gib, peak_tflops};
 use crate::evaluate::Evaluator;
 use crate::trainer::{is_log_step, mfu, StepStats, Trainer};
+use crate::validation::{ValidationSet, VAL_LOSS, VAL_LOSS_EMA, VAL_MSE, VAL_MSE_EMA};
 use crate::TrainError;
 
 /// How a run ended (the CLI maps these to exit codes).
@@ -117,6 +117,12 @@ pub struct Attempt<'a> {
     writer: Option<MetricWriter>,
     decoder: Decoder,
     evaluator: Option<Evaluator>,
+    /// The held-out validation set (rank 0, with `[validation]`).
+    validation: Option<ValidationSet>,
+    /// Steps whose validation loss / evaluation the live history already holds: a
+    /// resumed attempt does not log them twice (see [`Attempt::open`]).
+    validated: BTreeSet<u64>,
+    evaluated: BTreeSet<u64>,
     /// The step this attempt starts at (the checkpoint it resumed from, or 0).
     first_step: u64,
     /// Where the data stand after the last step taken.
@@ -135,8 +141,8 @@ impl<'a> Attempt<'a> {
     /// Opens the attempt: registers the run, takes its lease into `lease` and writes
     /// its config and params (rank 0), resumes `trainer` from the latest checkpoint
     /// (every rank reads the same file), makes the ranks agree on the weights, marks
-    /// the run running, and prepares the decoder and the evaluator (so a missing VAE or
-    /// extractor fails now, not at the first grid).
+    /// the run running, and prepares the decoder, the evaluator and the validation set
+    /// (so a missing VAE or extractor fails now, not at the first grid).
     ///
     /// A run whose lease a live process holds is refused
     /// (`ditbench_track::Error::RunLocked`, [`TrainError::is_busy`]) before anything
@@ -147,13 +153,13 @@ impl<'a> Attempt<'a> {
         cfg: &'a RunConfig,
         provenance: &Provenance,
         trainer: &mut Trainer,
-        dataset: &Arc<dyn Dataset>,
-        bad_at_open: &[BadImage],
+        datasets: &RunDatasets,
         progress: &'a mut dyn Progress,
         lease: &'a mut Option<Lease>,
     ) -> Result<Self, TrainError> {
         let lead = trainer.is_lead();
         let device = trainer.device();
+        let bad_at_open = datasets.bad_at_open.as_slice();
         let run_dir = store.run_dir(&cfg.sweep, &cfg.run_id);
         let ckpt_dir = run_dir.join("checkpoints");
         let mut log = RunLog::default();
@@ -238,11 +244,39 @@ impl<'a> Attempt<'a> {
         if !bad_at_open.is_empty() {
             log.line(progress, &bad_at_open_line(cfg, bad_at_open));
         }
+        // What the live history already holds at this attempt's first step (the only
+        // step an earlier attempt's rows can share with this one: the rows past it are
+        // superseded). A run that stopped after its last checkpoint but before its end
+        // was recorded repeats `finish`, whose validation and evaluation must not be
+        // logged twice.
+        let (mut validated, mut evaluated) = (BTreeSet::new(), BTreeSet::new());
+        if let Some(w) = writer.as_ref().filter(|_| first_step > 0 && (cfg.validation.is_some() || cfg.eval.is_some())) {
+            let events = store.run_events(&cfg.run_id)?;
+            let live = w.read_back()?.live(&ditbench_track::live_through(&events));
+            let at_start = |step: &i64| *step >= first_step as i64;
+            validated.extend(live.metrics.step.iter().zip(&live.metrics.name).filter(|(s, n)| at_start(s) && *n == VAL_LOSS_EMA).map(|(s, _)| *s as u64));
+            evaluated.extend(live.evals.step.iter().filter(|s| at_start(s)).map(|s| *s as u64));
+        }
         let decoder = if lead { Decoder::for_run(cfg, device)? } else { Decoder::Pixels };
         let evaluator = match &cfg.eval {
             Some(_) if lead => {
-                let real = reference_images(cfg, dataset)?;
+                let real = reference_images(cfg, &datasets.full)?;
                 Some(Evaluator::new(cfg, real.as_ref(), device, &mut |l: &str| log.line(progress, l))?)
+            }
+            _ => None,
+        };
+        let validation = match &datasets.validation {
+            Some((images, note)) if lead => {
+                let set = ValidationSet::new(cfg, images.as_ref(), device)?;
+                log.line(
+                    progress,
+                    &format!(
+                        "{note}; {} timesteps each ({} pairs), logged as {VAL_LOSS_EMA}, {VAL_LOSS}, {VAL_MSE_EMA}, {VAL_MSE}",
+                        set.timesteps_per_image(),
+                        set.pairs()
+                    ),
+                );
+                Some(set)
             }
             _ => None,
         };
@@ -292,6 +326,9 @@ impl<'a> Attempt<'a> {
             writer,
             decoder,
             evaluator,
+            validation,
+            validated,
+            evaluated,
             first_step,
             cursor,
             bad_at_open: bad_at_open.len(),
@@ -346,6 +383,10 @@ impl<'a> Attempt<'a> {
         if t.sample_every > 0 && done % t.sample_every == 0 && before_end {
             self.grid(trainer, done)?;
         }
+        // The validation loss first: cheap, and recorded even if the evaluation fails.
+        if cfg.is_validation_step(done) && before_end {
+            self.validate(trainer, done)?;
+        }
         if let Some(e) = &cfg.eval {
             if e.every > 0 && done % e.every == 0 && before_end {
                 self.evaluate(trainer, done)?;
@@ -399,6 +440,7 @@ impl<'a> Attempt<'a> {
         if matches!(outcome, Outcome::Finished { .. }) {
             let steps = self.cfg.train.steps;
             self.grid(trainer, steps)?;
+            self.validate(trainer, steps)?;
             if self.evaluator.is_some() {
                 self.evaluate(trainer, steps)?;
             }
@@ -424,6 +466,14 @@ impl<'a> Attempt<'a> {
         self.log.file_line(&outcome.to_string());
         if let Some(lease) = self.lease.take() {
             lease.release();
+        }
+        // A prediction made before this run finished is checked now that it has, by the
+        // process that finished it (on Slurm no launcher watches the run). A failure
+        // costs the check, which `predict --list` or the next finished run repeats.
+        if matches!(outcome, Outcome::Finished { .. }) {
+            if let Err(e) = self.store.check_predictions(&self.cfg.sweep, true) {
+                self.log.file_line(&format!("could not check the sweep's predictions: {e}"));
+            }
         }
         Ok(outcome)
     }
@@ -513,10 +563,46 @@ impl<'a> Attempt<'a> {
         Ok(())
     }
 
+    /// The held-out validation loss of the EMA and the raw weights at `step`, logged
+    /// as metrics of that step and flushed (see [`crate::validation`]).
+    fn validate(&mut self, trainer: &Trainer, step: u64) -> Result<(), TrainError> {
+        let (Some(set), Some(writer)) = (&self.validation, self.writer.as_mut()) else { return Ok(()) };
+        if self.validated.contains(&step) {
+            self.log.line(self.progress, &format!("validation step {step}: already recorded by an earlier attempt; not repeated"));
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let [ema, raw] = set.evaluate(&[&trainer.ema.model, &trainer.model])?[..] else {
+            unreachable!("one result per model")
+        };
+        for (name, value) in [(VAL_LOSS_EMA, ema.loss), (VAL_LOSS, raw.loss), (VAL_MSE_EMA, ema.mse), (VAL_MSE, raw.mse)] {
+            writer.log(step as i64, name, value)?;
+        }
+        writer.flush().map_err(|e| TrainError::from(e).writing(|| format!("the validation loss of step {step}")))?;
+        self.validated.insert(step);
+        self.log.line(
+            self.progress,
+            &format!(
+                "validation step {step}: loss {:.5} (mse {:.5}) EMA, {:.5} (mse {:.5}) raw ({} pairs, {:.2} s)",
+                ema.loss,
+                ema.mse,
+                raw.loss,
+                raw.mse,
+                set.pairs(),
+                t0.elapsed().as_secs_f64()
+            ),
+        );
+        Ok(())
+    }
+
     /// Evaluates the EMA model and records the result in the evals table (flushed at
     /// once: an evaluation is expensive and must survive a crash right after it).
     fn evaluate(&mut self, trainer: &Trainer, step: u64) -> Result<(), TrainError> {
         let (Some(ev), Some(writer)) = (&self.evaluator, self.writer.as_mut()) else { return Ok(()) };
+        if self.evaluated.contains(&step) {
+            self.log.line(self.progress, &format!("eval step {step}: already recorded by an earlier attempt; not repeated"));
+            return Ok(());
+        }
         let r = ev.evaluate(&trainer.ema.model, &self.decoder, self.cfg, trainer.device())?;
         writer.log_eval(&ditbench_track::EvalRow {
             step: step as i64,
@@ -528,8 +614,15 @@ impl<'a> Attempt<'a> {
             sampler: r.sampler.clone(),
             sampling_steps: r.sampling_steps,
             extractor: r.extractor.clone(),
+            extractor_hash: Some(r.extractor_hash.clone()),
+            reference_hash: Some(r.reference_hash.clone()),
+            cfg_mode: Some(r.cfg_mode.clone()),
+            weights: Some(r.weights.clone()),
+            vae: Some(r.vae.clone()),
+            precision: Some(r.precision.clone()),
         })?;
         writer.flush().map_err(|e| TrainError::from(e).writing(|| format!("the evaluation of step {step}")))?;
+        self.evaluated.insert(step);
         self.log.line(
             self.progress,
             &format!(

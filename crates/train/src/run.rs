@@ -100,10 +100,10 @@ fn train_attempt<'a>(
     // Opened before anything is recorded: a missing folder, latents of another shape or
     // (with data.fail_on_bad_image) an unreadable image is bad input, refused without
     // registering the run.
-    let (dataset, bad_at_open) = data::open_dataset(cfg)?;
-    let mut trainer = Trainer::new(&cfg.model, &cfg.train, device, ranks, dataset.holds_posterior())?;
-    let mut attempt = Attempt::open(store, cfg, provenance, &mut trainer, &dataset, &bad_at_open, progress, lease)?;
-    let mut loader = data::loader(cfg, dataset, &trainer.ranks, attempt.cursor())?;
+    let datasets = data::open_dataset(cfg)?;
+    let mut trainer = Trainer::new(&cfg.model, &cfg.train, device, ranks, datasets.full.holds_posterior())?;
+    let mut attempt = Attempt::open(store, cfg, provenance, &mut trainer, &datasets, progress, lease)?;
+    let mut loader = data::loader(cfg, datasets.train, &trainer.ranks, attempt.cursor())?;
     let mut step = attempt.first_step();
     let outcome = loop {
         if step >= cfg.train.steps {

@@ -57,6 +57,7 @@ fn latent_run(latents: &Path, steps: u64) -> RunConfig {
             threads: 1,
         },
         eval: None,
+        validation: None,
     }
 }
 

@@ -56,6 +56,7 @@ pub fn config(steps: u64) -> RunConfig {
             threads: 1,
         },
         eval: None,
+        validation: None,
     }
 }
 
