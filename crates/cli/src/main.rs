@@ -4,6 +4,8 @@ mod doctor;
 mod fid;
 mod latents;
 mod models;
+#[cfg(feature = "query")]
+mod predict;
 mod ranks;
 #[cfg(feature = "query")]
 mod report;
@@ -65,6 +67,11 @@ enum Command {
     /// Table 4 beside it; report.html (self-contained), report.md, summary.json.
     #[cfg(feature = "query")]
     Report(report::ReportArgs),
+    /// Fit a scaling law on part of a sweep and predict the held-out runs with 95 %
+    /// intervals; the prediction is stored and checked when those runs finish
+    /// (`--list` shows them).
+    #[cfg(feature = "query")]
+    Predict(predict::PredictArgs),
     /// Sample a run's EMA weights into an ADM-format archive (.npz, uint8 N×H×W×3 +
     /// labels), batched and resumable, for `ditbench fid` or the ADM evaluator.
     Sample(sample::SampleArgs),
@@ -99,6 +106,8 @@ fn main() {
         Command::Sample(args) => sample::run(&store, &args),
         #[cfg(feature = "query")]
         Command::Report(args) => report::run_report(&store, &args).map(|()| exit::OK),
+        #[cfg(feature = "query")]
+        Command::Predict(args) => predict::run(&store, &args).map(|()| exit::OK),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -40,6 +40,10 @@ pub struct ReportArgs {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The predictions section's hold-out: largest-size, largest-gflops, last-half, or a
+    /// SQL expression over the points columns (as `ditbench predict --hold-out`).
+    #[arg(long, default_value = "largest-size", value_name = "FILTER")]
+    pub hold_out: String,
 }
 
 /// `--fit` values.
@@ -83,6 +87,7 @@ pub fn run_report_to(store: &Path, args: &ReportArgs, out: &mut dyn Write) -> an
     opts.huber_delta = args.huber_delta;
     opts.bootstrap = args.bootstrap;
     opts.seed = args.seed;
+    opts.hold_out = args.hold_out.clone();
     let r = write_report(store, &opts)
         .with_context(|| format!("writing the report of sweep {sweep:?} from store {}", store.display()))?;
     let s = &r.summary;

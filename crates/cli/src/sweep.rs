@@ -22,10 +22,18 @@ pub enum SweepCommand {
     /// The runs a spec expands to, with parameters, Gflops, training FLOPs
     /// (3 × forward FLOPs × batch × steps) and hours estimated from throughput measured
     /// in the store. Changes nothing.
+    ///
+    /// With --budget: a compute-optimal plan instead. The joint law
+    /// Q = E + A·G^-α + B·S^-β (G: model Gflops, S: images seen) is fitted on every
+    /// evaluation of the sweep in the store, and every model the spec expands to is
+    /// trained to each budget; the best (size, patch, steps) per budget is printed with
+    /// its predicted quality, interval and bootstrap agreement, then G_opt ∝ C^k.
     Plan {
         spec: PathBuf,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        budget: BudgetArgs,
     },
     /// Register the sweep and train its unfinished runs, each as its own
     /// `ditbench train --run ID` process. Ctrl-C stops gracefully (runs checkpoint and
@@ -52,6 +60,44 @@ pub enum SweepCommand {
     /// Stop the sweep: its launcher (local: SIGTERM; Slurm: scancel), then mark every
     /// unfinished run cancelled.
     Cancel { spec: PathBuf },
+}
+
+/// `sweep plan --budget …`: compute-optimal plans from the sweep's evaluations.
+#[derive(clap::Args, Debug)]
+pub struct BudgetArgs {
+    /// A training compute budget in FLOPs, the unit of the `train FLOPs` column
+    /// (6 × Gflops × 10⁹ × batch × steps), e.g. 1e15; repeat for several budgets.
+    #[arg(long = "budget", value_name = "FLOPS", value_parser = parse_budget)]
+    budgets: Vec<f64>,
+    /// Fit on the evaluations of this sweep instead of the spec's own.
+    #[arg(long, value_name = "NAME", requires = "budgets")]
+    from_sweep: Option<String>,
+    /// Also write an isoFLOP sweep spec (TOML) there: for each budget, the models
+    /// closest in ln G to its optimum, each trained to the budget.
+    #[arg(long, value_name = "PATH", requires = "budgets")]
+    write_isoflop: Option<PathBuf>,
+    /// Models per budget in the isoFLOP spec (4 to 6).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(4..=6), requires = "write_isoflop")]
+    models_per_budget: u64,
+    /// Overwrite an existing --write-isoflop file.
+    #[arg(long, requires = "write_isoflop")]
+    force: bool,
+    /// Bootstrap replicates (resampling whole runs) for the intervals.
+    #[arg(long, value_name = "N", default_value_t = 400, requires = "budgets")]
+    bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0, requires = "budgets")]
+    seed: u64,
+}
+
+/// A budget as written (`1e15`, `3.5e17`): a positive, finite number of FLOPs.
+fn parse_budget(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of FLOPs; give a positive number such as 1e15"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} FLOPs: a budget must be a positive, finite number of training FLOPs (e.g. 1e15)"))
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -83,7 +129,8 @@ pub struct LaunchArgs {
 
 pub fn run(store: &Path, args: SweepArgs) -> Result<i32> {
     match args.command {
-        SweepCommand::Plan { spec, json } => run_plan(store, &spec, json),
+        SweepCommand::Plan { spec, json, budget } if !budget.budgets.is_empty() => run_budget_plan(store, &spec, json, &budget),
+        SweepCommand::Plan { spec, json, .. } => run_plan(store, &spec, json),
         SweepCommand::Run(l) => launch(store, &l, Select::UNFINISHED, false),
         SweepCommand::Resume { launch: l, only } => {
             let select = if only.is_empty() { Select::UNFINISHED } else { parse_select(&only)? };
@@ -187,6 +234,72 @@ fn run_plan(store: &Path, spec: &Path, json: bool) -> Result<i32> {
         );
     }
     Ok(code)
+}
+
+/// `sweep plan SPEC --budget …`: the fit and the plan live in ditbench-report.
+#[cfg(feature = "query")]
+fn run_budget_plan(store: &Path, spec_path: &Path, json: bool, a: &BudgetArgs) -> Result<i32> {
+    use ditbench_report::isoflop::{self, PlanCandidate, SpecMade};
+    let spec = SweepSpec::load(spec_path)?;
+    let runs = spec.expand()?;
+    let candidates: Vec<PlanCandidate> = runs
+        .iter()
+        .map(|r| PlanCandidate {
+            label: r.config.model.name.clone(),
+            size: r.config.model.size.map(|s| s.to_string()),
+            patch: Some(r.config.model.patch_size),
+            gflops: r.config.model.gflops(),
+            batch: r.config.train.batch_size as u64,
+            axes: r.axes.clone(),
+        })
+        .collect();
+    let candidates = isoflop::distinct_candidates(&spec.text, candidates)?;
+    let sweep = a.from_sweep.clone().unwrap_or_else(|| spec.name.clone());
+    let opts = ditbench_scaling::FitOptions { bootstrap: a.bootstrap, seed: a.seed, ..Default::default() };
+    let plan = isoflop::plan_sweep(store, &sweep, None, &candidates, &a.budgets, &opts)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", isoflop::format_plan(&plan));
+    }
+    if let Some(path) = &a.write_isoflop {
+        let mut command = format!("ditbench sweep plan {}", spec_path.display());
+        for b in &a.budgets {
+            command.push_str(&format!(" --budget {b:e}"));
+        }
+        if let Some(f) = &a.from_sweep {
+            command.push_str(&format!(" --from-sweep {f}"));
+        }
+        command.push_str(&format!(" --write-isoflop {} --models-per-budget {}", path.display(), a.models_per_budget));
+        let made = SpecMade { command, created_at: ditbench_track::now(), source: spec_path.display().to_string() };
+        let out = isoflop::isoflop_spec(&plan, &spec.text, a.models_per_budget as usize, &made)?;
+        // What is written must be a spec `sweep plan` and `sweep run` accept.
+        let written = SweepSpec::parse(&out.text, path).context("the isoFLOP spec made from the plan does not parse (a bug); nothing was written")?;
+        let runs = written.expand()?;
+        isoflop::save_spec(path, &out.text, a.force)?;
+        eprintln!(
+            "wrote {}: sweep {}, {} runs ({} models at {} budgets); see it with `ditbench sweep plan {}`",
+            path.display(),
+            out.name,
+            runs.len(),
+            out.runs.len(),
+            a.budgets.len(),
+            path.display()
+        );
+        for n in &out.notes {
+            eprintln!("note: {n}");
+        }
+        let refused: Vec<String> = runs.iter().filter_map(|r| Some(format!("  {}: {}", r.config.run_id, r.refused.as_deref()?))).collect();
+        if !refused.is_empty() {
+            eprintln!("warning: {} of its runs would be refused at launch as the source's would:\n{}", refused.len(), refused.join("\n"));
+        }
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(not(feature = "query"))]
+fn run_budget_plan(_store: &Path, _spec: &Path, _json: bool, _a: &BudgetArgs) -> Result<i32> {
+    bail!("sweep plan --budget fits a scaling law with polars and needs the `query` feature; this ditbench was built without it (cargo build -p ditbench)")
 }
 
 struct Printer<'a> {

@@ -48,10 +48,13 @@ pub fn patch_marker(patch: Option<i64>) -> Marker {
 /// Display name of a quality metric for axis labels: `fid` → "FID"; an FD metric
 /// keeps its name (it is not an FID).
 pub fn metric_label(metric: &str) -> String {
-    if metric == "fid" {
-        "FID".into()
-    } else {
-        metric.to_string()
+    match metric {
+        "fid" => "FID".into(),
+        "val_loss_ema" => "validation loss (EMA)".into(),
+        "val_loss" => "validation loss (raw weights)".into(),
+        "val_mse_ema" => "validation ε-MSE (EMA)".into(),
+        "val_mse" => "validation ε-MSE (raw weights)".into(),
+        _ => metric.to_string(),
     }
 }
 
@@ -168,6 +171,9 @@ pub struct Summary {
     pub generated_by: String,
     /// The quality metric (`fid` or `FD_<extractor>`); null when no run was evaluated.
     pub metric: Option<String>,
+    /// How every quality value of the report was made (with its `id`); rows made
+    /// otherwise are left out, with a note. Null when no run was evaluated.
+    pub fingerprint: Option<ditbench_track::Fingerprint>,
     /// The step the per-run values are taken at (null: each run's last evaluation).
     pub step: Option<i64>,
     pub runs: Vec<RunSummary>,
@@ -177,6 +183,11 @@ pub struct Summary {
     /// Runs not in the Gflops figure, with the reason.
     pub missing: Vec<String>,
     pub notes: Vec<String>,
+    /// The held-out prediction and the stored ones (filled by `write_report`).
+    pub predictions: crate::predict::PredictionsSection,
+    /// The compute-optimal plan: isoFLOP profiles and `G_opt ∝ C^k` (filled by
+    /// `write_report`).
+    pub isoflop: crate::isoflop::IsoFlopSection,
 }
 
 fn paper_entry(model: Option<&str>) -> Option<&'static ditbench_family::PaperEntry> {
@@ -270,6 +281,7 @@ pub fn summarize(data: &SweepData, opts: &ReportOptions) -> Summary {
         sweep: data.sweep.clone(),
         generated_by: format!("ditbench-report {}", env!("CARGO_PKG_VERSION")),
         metric: data.metric.clone(),
+        fingerprint: data.fingerprint.clone(),
         step: opts.step,
         runs,
         correlations: if data.metric.is_some() {
@@ -286,6 +298,8 @@ pub fn summarize(data: &SweepData, opts: &ReportOptions) -> Summary {
         },
         missing,
         notes,
+        predictions: Default::default(),
+        isoflop: Default::default(),
     }
 }
 
@@ -652,6 +666,38 @@ pub fn fig_loss(data: &SweepData) -> Figure {
     }
 }
 
+/// Figure: the held-out validation loss (EMA weights) over training steps, one curve per
+/// run; `None` when no run logged one.
+pub fn fig_validation(data: &SweepData) -> Option<Figure> {
+    let mut series = Vec::new();
+    for r in &data.runs {
+        let pts: Vec<(f64, f64)> = r.validation.iter().filter(|v| v.0 > 0 && v.1 > 0.0).map(|v| (v.0 as f64, v.1)).collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let c = size_color(r.size.as_deref());
+        series.push(Series::Line { points: pts.clone(), color: c, alpha: 0.85, width: 2, dashed: false });
+        series.push(Series::Points { points: pts, color: c, marker: patch_marker(r.patch), filled: true, size: 4 });
+    }
+    if series.is_empty() {
+        return None;
+    }
+    let runs: Vec<&RunInfo> = data.runs.iter().filter(|r| !r.validation.is_empty()).collect();
+    Some(Figure {
+        name: "validation".into(),
+        title: "held-out validation loss over training (EMA weights)".into(),
+        panels: vec![Panel {
+            title: None,
+            x: Axis { label: "training step".into(), log: true },
+            y: Axis { label: metric_label(crate::data::DEFAULT_VALIDATION_METRIC), log: true },
+            series,
+        }],
+        columns: 1,
+        legend: size_patch_legend(&runs, true),
+        size: FIG_SIZE,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,3 +723,4 @@ mod tests {
         assert!(s.iter().all(|x| (x - 2.0).abs() < 1e-12));
     }
 }
+

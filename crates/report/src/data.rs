@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use ditbench_family::ModelSize;
 use ditbench_query::{DataFrame, RunStore};
+use ditbench_track::{FieldDiff, Fingerprint};
 
 use crate::ReportError;
 
@@ -32,10 +33,13 @@ pub struct RunInfo {
     pub steps: Option<i64>,
     /// `params.image_size`.
     pub image_size: Option<i64>,
-    /// The quality metric's evaluations (step, value), ascending, one per step.
+    /// The quality metric's evaluations (step, value), ascending, one per step; all
+    /// made alike (the sweep's [`SweepData::fingerprint`]).
     pub quality: Vec<(i64, f64)>,
     /// Training loss (step, value), ascending, one per step (the last written wins).
     pub loss: Vec<(i64, f64)>,
+    /// Held-out validation loss of the EMA weights (`val_loss_ema`), ascending.
+    pub validation: Vec<(i64, f64)>,
     /// The newest sample grid, if any.
     pub last_samples: Option<(i64, PathBuf)>,
 }
@@ -69,8 +73,31 @@ pub struct SweepData {
     pub metric: Option<String>,
     /// Quality metrics seen in the evals, with how many runs have each.
     pub available_metrics: BTreeMap<String, usize>,
+    /// How every quality value used was made (see [`choose_fingerprint`]); `None`
+    /// without a quality metric.
+    pub fingerprint: Option<Fingerprint>,
     /// Notes about choices made (which metric, dropped rows).
     pub notes: Vec<String>,
+}
+
+impl SweepData {
+    /// The id of [`SweepData::fingerprint`]: what a stored prediction records.
+    pub fn fingerprint_id(&self) -> Option<String> {
+        self.fingerprint.as_ref().map(Fingerprint::id)
+    }
+}
+
+/// The validation losses the trainer logs (`[validation]`): lower is better, like an
+/// FD, so a scaling law fits them the same way. They live in the metrics table and
+/// have no eval fingerprint (the validation set is fixed by the run config).
+pub const VALIDATION_METRICS: [&str; 4] = ["val_loss_ema", "val_loss", "val_mse_ema", "val_mse"];
+
+/// The validation metric used when a sweep has no quality evaluation.
+pub const DEFAULT_VALIDATION_METRIC: &str = "val_loss_ema";
+
+/// True for a validation loss of [`VALIDATION_METRICS`].
+pub fn is_validation_metric(name: &str) -> bool {
+    VALIDATION_METRICS.contains(&name)
 }
 
 /// True for the metrics that measure sample quality by a Fréchet distance.
@@ -132,6 +159,7 @@ pub fn load(store: &Path, sweep: &str, metric: Option<&str>) -> Result<SweepData
             image_size: None,
             quality: Vec::new(),
             loss: Vec::new(),
+            validation: Vec::new(),
             last_samples: None,
         })
         .collect();
@@ -173,15 +201,16 @@ pub fn load(store: &Path, sweep: &str, metric: Option<&str>) -> Result<SweepData
     }
 
     // ---- evals: pick the quality metric, then one value per run × step
-    let evals = rs
-        .sql("SELECT run_id, step, wall_time, metric, value, cfg_scale FROM evals")?;
-    let (eid, estep, ewall, emetric, evalue, ecfg) = (
+    let evals = rs.sql(
+        "SELECT run_id, step, wall_time, metric, value, num_samples, cfg_scale, sampler, sampling_steps, extractor, \
+         extractor_hash, reference_hash, cfg_mode, weights, vae, precision FROM evals",
+    )?;
+    let (eid, estep, ewall, emetric, evalue) = (
         str_col(&evals, "run_id")?,
         i64_col(&evals, "step")?,
         f64_col(&evals, "wall_time")?,
         str_col(&evals, "metric")?,
         f64_col(&evals, "value")?,
-        f64_col(&evals, "cfg_scale")?,
     );
     let mut per_metric: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     for i in 0..evals.height() {
@@ -196,7 +225,9 @@ pub fn load(store: &Path, sweep: &str, metric: Option<&str>) -> Result<SweepData
     let available_metrics: BTreeMap<String, usize> =
         per_metric.iter().map(|(k, v)| (k.clone(), v.len())).collect();
     let with_any: BTreeSet<usize> = per_metric.values().flatten().copied().collect();
-    let chosen = if let Some(m) = metric {
+    let chosen = if let Some(m) = metric.filter(|m| is_validation_metric(m)) {
+        Some(m.to_string())
+    } else if let Some(m) = metric {
         if !per_metric.contains_key(m) {
             let all: BTreeSet<&str> = emetric.iter().flatten().copied().collect();
             return Err(ReportError::UnknownMetric {
@@ -238,47 +269,55 @@ pub fn load(store: &Path, sweep: &str, metric: Option<&str>) -> Result<SweepData
             None
         }
     };
-    if let Some(m) = &chosen {
-        // Per run: prefer unguided rows (cfg 1, as Table 4) when the run has any; per
-        // step keep the latest written row.
-        let mut rows: HashMap<usize, Vec<(i64, f64, f64, bool)>> = HashMap::new();
+    // Without any FID/FD evaluation the held-out validation loss is the quality series
+    // (dropped again below when no run logged one either).
+    let fallback = chosen.is_none();
+    let mut chosen = chosen.or_else(|| Some(DEFAULT_VALIDATION_METRIC.to_string()));
+    let mut fingerprint = None;
+    if let Some(m) = chosen.as_ref().filter(|m| !is_validation_metric(m)) {
+        // Only rows made alike go into one series or fit (see `choose_fingerprint`).
+        let mut rows: Vec<QualityRow> = Vec::new();
+        let prints = fingerprints(&evals)?;
         for i in 0..evals.height() {
             if emetric[i] != Some(m.as_str()) {
                 continue;
             }
-            let (Some(id), Some(step)) = (eid[i], estep[i]) else { continue };
+            let (Some(id), Some(step), Some(fp)) = (eid[i], estep[i], &prints[i]) else { continue };
             let Some(&ri) = index.get(id) else { continue };
-            let unguided = ecfg[i].is_none_or(|c| (c - 1.0).abs() < 1e-12);
-            rows.entry(ri).or_default().push((
+            rows.push(QualityRow {
+                run: ri,
                 step,
-                ewall[i].unwrap_or(0.0),
-                evalue[i].unwrap_or(f64::NAN),
-                unguided,
-            ));
+                wall_time: ewall[i].unwrap_or(0.0),
+                value: evalue[i].unwrap_or(f64::NAN),
+                fingerprint: fp.clone(),
+            });
         }
-        let mut guided_only = Vec::new();
-        for (ri, mut v) in rows {
-            if v.iter().any(|r| r.3) {
-                v.retain(|r| r.3);
-            } else {
-                guided_only.push(runs[ri].id.clone());
+        let names: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+        if let Some(choice) = choose_fingerprint(&rows, &names) {
+            notes.extend(choice.notes);
+            let mut per_run: HashMap<usize, Vec<&QualityRow>> = HashMap::new();
+            for r in rows.iter().filter(|r| r.fingerprint.differences(&choice.fingerprint).is_empty()) {
+                per_run.entry(r.run).or_default().push(r);
             }
-            v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-            let mut q: Vec<(i64, f64)> = Vec::new();
-            for (step, _, value, _) in v {
-                match q.last_mut() {
-                    Some(last) if last.0 == step => last.1 = value,
-                    _ => q.push((step, value)),
+            for (ri, mut v) in per_run {
+                // Per step keep the latest written row.
+                v.sort_by(|a, b| a.step.cmp(&b.step).then(a.wall_time.total_cmp(&b.wall_time)));
+                let mut q: Vec<(i64, f64)> = Vec::new();
+                for r in v {
+                    match q.last_mut() {
+                        Some(last) if last.0 == r.step => last.1 = r.value,
+                        _ => q.push((r.step, r.value)),
+                    }
                 }
+                runs[ri].quality = q;
             }
-            runs[ri].quality = q;
-        }
-        if !guided_only.is_empty() {
-            guided_only.sort();
-            notes.push(format!(
-                "runs with only guided (cfg ≠ 1) {m} evaluations, used as they are: {}",
-                guided_only.join(", ")
-            ));
+            if !is_unguided(choice.fingerprint.cfg_scale) {
+                notes.push(format!(
+                    "the {m} values used are guided (cfg scale {}), unlike the paper's Table 4 (no guidance)",
+                    choice.fingerprint.cfg_scale
+                ));
+            }
+            fingerprint = Some(choice.fingerprint);
         }
     }
 
@@ -294,6 +333,36 @@ pub fn load(store: &Path, sweep: &str, metric: Option<&str>) -> Result<SweepData
         match l.last_mut() {
             Some(last) if last.0 == step => last.1 = v, // a resumed run logged the step again
             _ => l.push((step, v)),
+        }
+    }
+
+    // ---- validation curves: the EMA's (what samples), and the chosen one when it is a
+    // validation loss (then it is the quality series: a sweep without evaluations
+    // still gets its fits)
+    let wanted = chosen.as_deref().filter(|m| is_validation_metric(m)).unwrap_or(DEFAULT_VALIDATION_METRIC);
+    let val = rs.sql(&format!(
+        "SELECT run_id, step, name, value FROM metrics WHERE name IN ('{DEFAULT_VALIDATION_METRIC}', '{wanted}') ORDER BY run_id, step, wall_time"
+    ))?;
+    let (vid, vstep, vname, vval) = (str_col(&val, "run_id")?, i64_col(&val, "step")?, str_col(&val, "name")?, f64_col(&val, "value")?);
+    let as_quality = chosen.as_deref().is_some_and(is_validation_metric);
+    for i in 0..val.height() {
+        let (Some(id), Some(step), Some(name), Some(v)) = (vid[i], vstep[i], vname[i], vval[i]) else { continue };
+        let Some(&ri) = index.get(id) else { continue };
+        if name == DEFAULT_VALIDATION_METRIC {
+            push_step(&mut runs[ri].validation, step, v);
+        }
+        if as_quality && name == wanted {
+            push_step(&mut runs[ri].quality, step, v);
+        }
+    }
+
+    if fallback {
+        if runs.iter().all(|r| r.quality.is_empty()) {
+            chosen = None;
+        } else {
+            notes.push(format!(
+                "no run has an FID or FD evaluation: the quality series is the held-out validation loss {DEFAULT_VALIDATION_METRIC} (fixed images, timesteps and noise, the same for every run)"
+            ));
         }
     }
 
@@ -325,7 +394,139 @@ pub fn load(store: &Path, sweep: &str, metric: Option<&str>) -> Result<SweepData
             .then(b.patch.cmp(&a.patch))
             .then(a.id.cmp(&b.id))
     });
-    Ok(SweepData { sweep: sweep.to_string(), runs, metric: chosen, available_metrics, notes })
+    Ok(SweepData { sweep: sweep.to_string(), runs, metric: chosen, available_metrics, fingerprint, notes })
+}
+
+/// Appends (step, v) to a series ordered by step; a step logged again (a resumed run
+/// repeats it) keeps the last value written.
+fn push_step(series: &mut Vec<(i64, f64)>, step: i64, v: f64) {
+    match series.last_mut() {
+        Some(last) if last.0 == step => last.1 = v,
+        _ => series.push((step, v)),
+    }
+}
+
+/// One evaluation of the chosen quality metric.
+#[derive(Debug, Clone)]
+pub struct QualityRow {
+    /// Index of its run (in the runs' order).
+    pub run: usize,
+    /// Training step.
+    pub step: i64,
+    /// When it was written (Unix seconds).
+    pub wall_time: f64,
+    /// Value.
+    pub value: f64,
+    /// How it was made.
+    pub fingerprint: Fingerprint,
+}
+
+/// The fingerprint a report keeps, and what leaving out the others means.
+#[derive(Debug, Clone)]
+pub struct FingerprintChoice {
+    /// The fingerprint of every row kept.
+    pub fingerprint: Fingerprint,
+    /// One note per fingerprint left out: how many rows and runs, the fields that
+    /// differ with both values, and the runs left without any value.
+    pub notes: Vec<String>,
+}
+
+fn is_unguided(cfg_scale: f64) -> bool {
+    (cfg_scale - 1.0).abs() < 1e-12
+}
+
+/// Which of the quality rows a report may put into one series or fit: only rows with
+/// one fingerprint, since values made differently (another sample count, reference
+/// statistics, guidance, weights, …) are not comparable. The fingerprint with the
+/// most runs is kept; among those with as many runs, an unguided one (cfg 1, as the
+/// paper's Table 4 that the report compares with), then the one with the most recent
+/// row (by wall time, then step). Because a single fingerprint is kept for the whole
+/// sweep, no run's curve over steps joins points made differently either. `run_names`
+/// name the runs in the notes. `None` when there are no rows.
+pub fn choose_fingerprint(rows: &[QualityRow], run_names: &[&str]) -> Option<FingerprintChoice> {
+    struct Group<'a> {
+        fingerprint: &'a Fingerprint,
+        runs: BTreeSet<usize>,
+        rows: usize,
+        latest: (f64, i64),
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for r in rows {
+        let k = match groups.iter().position(|g| g.fingerprint.differences(&r.fingerprint).is_empty()) {
+            Some(k) => k,
+            None => {
+                groups.push(Group { fingerprint: &r.fingerprint, runs: BTreeSet::new(), rows: 0, latest: (f64::NEG_INFINITY, i64::MIN) });
+                groups.len() - 1
+            }
+        };
+        let g = &mut groups[k];
+        g.runs.insert(r.run);
+        g.rows += 1;
+        if (r.wall_time, r.step) > g.latest {
+            g.latest = (r.wall_time, r.step);
+        }
+    }
+    let best = (0..groups.len()).max_by(|&a, &b| {
+        let key = |g: &Group| (g.runs.len(), is_unguided(g.fingerprint.cfg_scale));
+        let (ga, gb) = (&groups[a], &groups[b]);
+        key(ga)
+            .cmp(&key(gb))
+            .then(ga.latest.0.total_cmp(&gb.latest.0))
+            .then(ga.latest.1.cmp(&gb.latest.1))
+    })?;
+    let kept = &groups[best];
+    let mut notes = Vec::new();
+    for (k, g) in groups.iter().enumerate() {
+        if k == best {
+            continue;
+        }
+        let lost: Vec<&str> = g.runs.difference(&kept.runs).map(|&r| run_names.get(r).copied().unwrap_or("?")).collect();
+        notes.push(format!(
+            "{} {} rows of {} runs left out: evaluated differently from the {} runs used (fingerprint {} vs {}: {}){}",
+            g.rows,
+            g.fingerprint.metric,
+            g.runs.len(),
+            kept.runs.len(),
+            kept.fingerprint.id(),
+            g.fingerprint.id(),
+            FieldDiff::join(&kept.fingerprint.differences(g.fingerprint)),
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!("; runs left without a value: {}", lost.join(", "))
+            }
+        ));
+    }
+    Some(FingerprintChoice { fingerprint: kept.fingerprint.clone(), notes })
+}
+
+/// Each eval row's fingerprint (`None` where a required column is null, which a
+/// stored row never is).
+fn fingerprints(evals: &DataFrame) -> Result<Vec<Option<Fingerprint>>, ReportError> {
+    let (metric, extractor, sampler) = (str_col(evals, "metric")?, str_col(evals, "extractor")?, str_col(evals, "sampler")?);
+    let (eh, rh) = (str_col(evals, "extractor_hash")?, str_col(evals, "reference_hash")?);
+    let (mode, weights, vae, precision) =
+        (str_col(evals, "cfg_mode")?, str_col(evals, "weights")?, str_col(evals, "vae")?, str_col(evals, "precision")?);
+    let (ns, ss, cfg) = (i64_col(evals, "num_samples")?, i64_col(evals, "sampling_steps")?, f64_col(evals, "cfg_scale")?);
+    let own = |v: Option<&str>| v.map(str::to_string);
+    Ok((0..evals.height())
+        .map(|i| {
+            Some(Fingerprint {
+                metric: own(metric[i])?,
+                extractor: own(extractor[i])?,
+                extractor_hash: own(eh[i]),
+                reference_hash: own(rh[i]),
+                num_samples: ns[i]?,
+                sampler: own(sampler[i])?,
+                sampling_steps: ss[i]?,
+                cfg_scale: cfg[i]?,
+                cfg_mode: own(mode[i]),
+                weights: own(weights[i]),
+                vae: own(vae[i]),
+                precision: own(precision[i]),
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]

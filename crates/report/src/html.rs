@@ -174,8 +174,9 @@ impl Page<'_> {
         let mut v = Vec::new();
         v.push(match &self.data.metric {
             Some(x) if x == "fid" => "Quality metric: FID (Inception features).".to_string(),
+            Some(x) if crate::data::is_validation_metric(x) => format!("Quality metric: {x}, the held-out validation loss (the training objective on fixed held-out images, timesteps and noise, the same for every run; lower is better; not a sample-quality number)."),
             Some(x) => format!("Quality metric: {x} (a Fréchet distance in the features of that extractor; not an FID, so not comparable in value with the paper's FID)."),
-            None => "Quality metric: none (no run has an fid or FD_* evaluation).".into(),
+            None => "Quality metric: none (no run has an fid or FD_* evaluation or a validation loss).".into(),
         });
         v.push(match s.step {
             Some(st) => format!("Values at step {st}."),
@@ -199,7 +200,136 @@ impl Page<'_> {
         v.push(fit_line("Least squares (log space)", &s.fits.ols, &m));
         v.push(fit_line(&format!("Huber (log space, δ = {})", self.opts.huber_delta), &s.fits.huber, &m));
         v.push(fit_line("Paper Table 4, least squares", &s.paper.ols, "FID"));
+        v.push(self.prediction_line());
         v
+    }
+
+    /// The held-out prediction in one sentence.
+    fn prediction_line(&self) -> String {
+        let p = &self.summary.predictions;
+        let Some(h) = &p.held_out else {
+            return format!("Held-out prediction: none ({}).", p.not_made.as_deref().unwrap_or("no quality metric"));
+        };
+        let level = (h.level * 100.0).round();
+        let score = |s: &ditbench_track::Score| match s.median_abs_log_error {
+            Some(m) => format!("median |ln error| {} ({}/{} inside the {level}% interval)", num(Some(m)), s.inside, s.checked),
+            None => format!("{} pending", s.pending),
+        };
+        format!(
+            "Held-out prediction ({}): {} fitted on {} runs ({} points), predicting the rest: at their last steps {}; over all their evaluations {}.",
+            h.hold_out,
+            h.formula,
+            h.fitted_on.len(),
+            h.n_points,
+            score(&h.final_score),
+            score(&h.score)
+        )
+    }
+
+    /// The isoFLOP plan in one sentence.
+    fn isoflop_line(&self) -> String {
+        let iso = &self.summary.isoflop;
+        if let Some(why) = &iso.not_made {
+            return format!("isoFLOP plan: none ({why}).");
+        }
+        let k = |e: Option<&crate::isoflop::ExponentEstimate>, missing: Option<&String>| match (e, missing) {
+            (Some(e), _) => match e.interval {
+                Some(i) => format!("k = {} [{}, {}] ({:.0}% bootstrap)", num(Some(e.k)), num(Some(i.lo)), num(Some(i.hi)), e.level * 100.0),
+                None => format!("k = {} (no interval: {})", num(Some(e.k)), e.notes.last().map_or("too few replicates", String::as_str)),
+            },
+            (None, Some(why)) => format!("none ({why})"),
+            (None, None) => "none".into(),
+        };
+        let fitted = iso.fit.as_ref().map_or(String::new(), |f| format!(" fitted on {} evaluations of {} runs", f.n_points, f.n_runs));
+        format!(
+            "isoFLOP plan: joint law{fitted}, planned at {} budgets from the smallest run's final training compute to 10× the largest (FLOPs = 6 × Gflops × 10⁹ × images). Compute-optimal size G_opt ∝ C^k: joint law {}; per-budget parabolas through the observed slices {}.",
+            iso.budgets.len(),
+            k(iso.joint.as_ref(), iso.joint_missing.as_ref()),
+            k(iso.parabola.as_ref(), iso.parabola_missing.as_ref())
+        )
+    }
+
+    /// The best model per budget.
+    fn isoflop_table(&self) -> Option<Table> {
+        let iso = &self.summary.isoflop;
+        if iso.best.is_empty() {
+            return None;
+        }
+        let level = iso.fit.as_ref().map_or(95.0, |f| (f.level * 100.0).round());
+        let rows = iso
+            .best
+            .iter()
+            .map(|b| {
+                vec![
+                    format!("{:.3e}", b.budget),
+                    b.label.clone(),
+                    num(Some(b.gflops)),
+                    b.steps.to_string(),
+                    num(Some(b.predicted)),
+                    format!("[{}, {}]", num(Some(b.lo)), num(Some(b.hi))),
+                    format!("{:.0}%", b.best_share * 100.0),
+                    match (b.g_opt, b.g_opt_interval) {
+                        (Some(g), Some(i)) => format!("{} [{}, {}]", num(Some(g)), num(Some(i.lo)), num(Some(i.hi))),
+                        (g, _) => num(g),
+                    },
+                    num(b.g_opt_parabola),
+                    b.observed_runs.to_string(),
+                ]
+            })
+            .collect();
+        let head = [
+            "budget (FLOPs)", "best model", "Gflops", "steps", "predicted", &format!("{level}% interval"), "replicates agreeing",
+            "G_opt (joint law)", "G_opt (parabola)", "observed runs",
+        ];
+        Some(Table { head: head.iter().map(|s| s.to_string()).collect(), rows })
+    }
+
+    /// The held-out targets and the stored predictions.
+    fn prediction_tables(&self) -> Vec<(&'static str, Table)> {
+        let p = &self.summary.predictions;
+        let mut out = Vec::new();
+        if let Some(h) = &p.held_out {
+            let level = (h.level * 100.0).round();
+            let rows = h
+                .targets
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.run_id.clone(),
+                        t.step.to_string(),
+                        num(Some(t.gflops)),
+                        num(Some(t.predicted)),
+                        format!("[{}, {}]", num(Some(t.lo)), num(Some(t.hi))),
+                        num(t.observed),
+                        num(t.abs_log_error),
+                        t.inside.map_or("missing".into(), |i| if i { "yes".into() } else { "no".into() }),
+                    ]
+                })
+                .collect();
+            let head = ["run", "step", "Gflops", "predicted", &format!("{level}% interval"), "observed", "|ln error|", "inside"];
+            out.push(("prediction-table", Table { head: head.iter().map(|s| s.to_string()).collect(), rows }));
+        }
+        if !p.stored.is_empty() {
+            let rows = p
+                .stored
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.clone(),
+                        r.hold_out.clone(),
+                        r.metric.clone(),
+                        r.form.clone(),
+                        r.targets.to_string(),
+                        r.score.checked.to_string(),
+                        r.score.inside.to_string(),
+                        num(r.score.median_abs_log_error),
+                    ]
+                })
+                .collect();
+            let head = ["prediction", "hold-out", "metric", "form", "targets", "checked", "inside", "median |ln error|"];
+            out.push(("stored-predictions", Table { head: head.iter().map(|s| s.to_string()).collect(), rows }));
+        }
+        out
     }
 
     fn runs_table(&self) -> Table {
@@ -260,6 +390,9 @@ impl Page<'_> {
                 "compute" => format!("{m} against training compute (3 × Gflops × batch × steps), one curve per run; dashed black: the compute-efficient frontier."),
                 "steps_by_size" => format!("{m} over training steps, model sizes compared at each patch size."),
                 "steps_by_patch" => format!("{m} over training steps, patch sizes compared at each model size."),
+                "validation" => "The held-out validation loss of the EMA weights over training steps (the training objective on fixed held-out images, timesteps and noise, the same for every run): the smooth curve the scaling fits can use, beside the noisy training loss.".into(),
+                "prediction" => format!("Held-out prediction: the law fitted without the held-out runs ({}), left: each held-out run's {m} as observed (solid) and as predicted (dashed, with the predictive band); right: predicted against observed with each interval (hollow: outside it), dashed diagonal where they agree.", self.summary.predictions.held_out.as_ref().map_or("", |h| h.hold_out.as_str())),
+                "isoflop" => format!("isoFLOP profiles from the joint law fitted on every evaluation of every run (training compute C = 6 × Gflops × 10⁹ × images seen). Left: predicted {m} against model Gflops at each fixed budget (lines), the sweep's models on them (hollow; the best filled), the law's continuous optimum (diamond) and each run's observed {m} interpolated where its compute equals the budget (triangles). Right: the compute-optimal size G_opt against C from the joint law (line, with its bootstrap band) and from per-budget parabolas through the observed slices (diamonds, dashed line)."),
                 "loss" => "Training loss: raw points faint (min/max per pixel column when drawn; stored in full in data/loss.parquet), exponential moving average solid.".into(),
                 _ => String::new(),
             })
@@ -307,6 +440,19 @@ impl Page<'_> {
                 escape_html(&cap),
                 escape_html(&f.name)
             );
+        }
+        h.push_str("</section>\n<section id=\"predictions\"><h2>Predictions</h2>\n");
+        let _ = writeln!(h, "<p>{}</p>", escape_html(&self.prediction_line()));
+        for (id, t) in self.prediction_tables() {
+            if id == "stored-predictions" {
+                h.push_str("<h3>Stored predictions (<code>ditbench predict</code>), checked against the runs that finished</h3>\n");
+            }
+            h.push_str(&t.html(id));
+        }
+        h.push_str("<h3>isoFLOP plan</h3>\n");
+        let _ = writeln!(h, "<p>{}</p>", escape_html(&self.isoflop_line()));
+        if let Some(t) = self.isoflop_table() {
+            h.push_str(&t.html("isoflop-table"));
         }
         h.push_str("</section>\n<section id=\"runs\"><h2>This sweep beside the paper</h2>\n");
         h.push_str("<p>Per run, the quality value shown in the figures (at “eval step”); train compute = 3 × Gflops × batch × eval step. The paper columns are Table 4's Gflops and FID-50K for the same preset (256 px, batch 256, 400K steps), where the run's model is one.</p>\n");
@@ -358,7 +504,20 @@ impl Page<'_> {
         for (f, cap) in self.figures.iter().zip(self.captions()) {
             let _ = writeln!(m, "![{}](figures/{}.png)\n\n{}\n", escape_md(&f.title), f.name, escape_md(&cap));
         }
-        m.push_str("## This sweep beside the paper\n\n");
+        m.push_str("## Predictions\n\n");
+        let _ = writeln!(m, "{}\n", escape_md(&self.prediction_line()));
+        for (id, t) in self.prediction_tables() {
+            if id == "stored-predictions" {
+                m.push_str("\n### Stored predictions (`ditbench predict`)\n\n");
+            }
+            m.push_str(&t.md());
+        }
+        m.push_str("\n### isoFLOP plan\n\n");
+        let _ = writeln!(m, "{}\n", escape_md(&self.isoflop_line()));
+        if let Some(t) = self.isoflop_table() {
+            m.push_str(&t.md());
+        }
+        m.push_str("\n## This sweep beside the paper\n\n");
         m.push_str(&self.runs_table().md());
         m.push_str("\n### The paper's Table 4\n\n");
         m.push_str(&self.paper_table().md());

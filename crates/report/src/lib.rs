@@ -1,14 +1,17 @@
 //! # ditbench-report: scaling reports of a sweep
 //!
 //! Reads one sweep from the run store (through `ditbench-query`'s SQL tables), fits
-//! the scaling law quality ≈ a · Gflops^b, and writes a report folder:
+//! the scaling law quality ≈ a · Gflops^b, predicts held-out runs with the saturating
+//! laws of `ditbench-scaling` (`predict`), plans compute-optimal budgets (`isoflop`), and
+//! writes a report folder:
 //!
 //! ```text
 //! <out>/report.html        self-contained: figures inline as SVG, sample grids as data URIs,
 //!                          no scripts, no network (a Content-Security-Policy forbids both)
 //! <out>/report.md          the same numbers, figures linked as PNG
 //! <out>/summary.json       fits with bootstrap intervals, correlations, per-run numbers
-//! <out>/figures/*.svg|png  gflops, compute, steps_by_size, steps_by_patch, loss
+//! <out>/figures/*.svg|png  gflops, compute, steps_by_size, steps_by_patch, loss, validation,
+//!                          prediction, isoflop
 //! <out>/data/*.parquet     the plotted points (loss at full resolution)
 //! <out>/samples/*.png      each run's last sample grid
 //! ```
@@ -30,7 +33,9 @@
 pub mod build;
 pub mod data;
 mod html;
+pub mod isoflop;
 pub mod plot;
+pub mod predict;
 pub mod stats;
 
 use std::path::{Path, PathBuf};
@@ -97,6 +102,12 @@ pub enum ReportError {
         /// Steps that were evaluated.
         available: String,
     },
+    /// A prediction could not be made (hold-out filter, too few points to fit).
+    #[error("predict: {0}")]
+    Predict(String),
+    /// The prediction store failed.
+    #[error(transparent)]
+    Store(#[from] ditbench_track::Error),
     /// Drawing failed.
     #[error("plotting: {0}")]
     Plot(String),
@@ -153,11 +164,15 @@ pub struct ReportOptions {
     pub seed: u64,
     /// PNG pixels per SVG unit.
     pub png_scale: f64,
+    /// The predictions section's hold-out (see [`predict::HoldOut`]): the law is fitted
+    /// on the other runs and checked against these.
+    pub hold_out: String,
 }
 
 impl ReportOptions {
     /// Defaults: last evaluation, automatic metric, OLS drawn, Huber delta 0.1,
-    /// 1000 bootstrap resamples with seed 0, PNGs at 2× the SVG size.
+    /// 1000 bootstrap resamples with seed 0, PNGs at 2× the SVG size, the largest
+    /// model size held out for the predictions section.
     pub fn new(sweep: impl Into<String>, out_dir: impl Into<PathBuf>) -> Self {
         ReportOptions {
             sweep: sweep.into(),
@@ -169,6 +184,7 @@ impl ReportOptions {
             bootstrap: 1000,
             seed: 0,
             png_scale: 2.0,
+            hold_out: "largest-size".into(),
         }
     }
 }
@@ -240,7 +256,18 @@ pub fn write_report(store: &Path, opts: &ReportOptions) -> Result<ReportOutput> 
             });
         }
     }
-    let summary = build::summarize(&data, opts);
+    let mut summary = build::summarize(&data, opts);
+    let popts = predict::PredictOptions {
+        hold_out: opts.hold_out.clone(),
+        form: None,
+        fit: ditbench_scaling::FitOptions { bootstrap: opts.bootstrap, seed: opts.seed, ..Default::default() },
+    };
+    let (section, made) = predict::report_section(store, &data, &popts)?;
+    summary.predictions = section;
+    // The isoFLOP plan: a joint law on every run (not the held-out fit), at budgets
+    // spanning the sweep's own computes.
+    let (isoflop_section, isoflop_figure) = isoflop::report_section(&data, &popts.fit)?;
+    summary.isoflop = isoflop_section;
     let out = &opts.out_dir;
     let figdir = out.join("figures");
     let datadir = out.join("data");
@@ -255,7 +282,14 @@ pub fn write_report(store: &Path, opts: &ReportOptions) -> Result<ReportOutput> 
     let (compute, front) = build::fig_compute(&data);
     let (by_size, by_patch) = build::fig_steps(&data);
     let loss = build::fig_loss(&data);
-    let figures = [gflops, compute, by_size, by_patch, loss];
+    let mut figures = vec![gflops, compute, by_size, by_patch, loss];
+    figures.extend(build::fig_validation(&data));
+    if let Some((rec, fit)) = &made {
+        figures.push(predict::fig_prediction(&data, rec, fit));
+    }
+    if let Some(f) = isoflop_figure {
+        figures.push(f);
+    }
     let mut svgs = Vec::new();
     for f in &figures {
         let svg = plot::render_svg(f)?;

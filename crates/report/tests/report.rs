@@ -66,7 +66,10 @@ fn the_papers_table4_as_a_sweep_gives_scipys_correlations() {
     let html = std::fs::read_to_string(&r.html).unwrap();
     assert!(!html.contains("http://") && !html.contains("https://"), "no URLs in the HTML");
     assert!(!html.to_ascii_lowercase().contains("<script"), "no scripts");
-    assert_eq!(html.matches("<figure id=\"fig-").count(), 5);
+    // gflops, compute, steps by size and by patch, loss; the held-out prediction and the
+    // isoFLOP profiles (every run is evaluated at 5 steps, so both laws can be fitted).
+    assert_eq!(html.matches("<figure id=\"fig-").count(), 7);
+    assert!(html.contains("<figure id=\"fig-prediction\"") && html.contains("<figure id=\"fig-isoflop\""));
     assert_eq!(html.matches("data:image/png;base64,").count(), 12, "one sample grid per run");
     assert!(html.contains("−0.9161"), "Spearman shown");
     let md = std::fs::read_to_string(&r.markdown).unwrap();
@@ -250,4 +253,156 @@ fn no_evaluations_at_all_gives_empty_quality_figures_not_a_failure() {
     assert!(rep.summary.notes.iter().any(|n| n.contains("no run of this sweep has a quality evaluation")));
     let svg = std::fs::read_to_string(rep.out_dir.join("figures/compute.svg")).unwrap();
     assert!(svg.contains("no data"));
+}
+
+/// The fingerprint of the rows `common::write_sweep` writes for `metric` with
+/// `num_samples` (computed by the track crate, not by the report).
+fn written_fingerprint(metric: &str, num_samples: i64) -> ditbench_track::Fingerprint {
+    ditbench_track::EvalRow {
+        step: 0,
+        wall_time: 0.0,
+        metric: metric.into(),
+        value: 0.0,
+        num_samples,
+        cfg_scale: 1.0,
+        sampler: "ddpm".into(),
+        sampling_steps: 250,
+        extractor: "inception-v3".into(),
+        extractor_hash: Some("00112233445566ff".into()),
+        reference_hash: Some("8899aabbccddeeff".into()),
+        cfg_mode: Some("paper".into()),
+        weights: Some("ema".into()),
+        vae: Some("none".into()),
+        precision: Some("fp32".into()),
+    }
+    .fingerprint()
+}
+
+#[test]
+fn quality_numbers_made_differently_never_share_a_fit() {
+    // Six runs on one Gflops ladder: three evaluated with 1000 samples, three with 5000,
+    // each group on an exact power law of its own (FID = a·G^b). A fit over both groups
+    // would give neither law; the report must fit one group and say what it left out.
+    let (a1k, b1k) = (400.0, -0.5);
+    let (a5k, b5k) = (150.0, -0.3);
+    let ladder = [("DiT-S", 8, 0.36), ("DiT-S", 4, 1.41), ("DiT-S", 2, 6.06), ("DiT-B", 8, 1.43), ("DiT-B", 4, 5.56), ("DiT-B", 2, 23.0)];
+    let mut runs = Vec::new();
+    for (i, (m, p, g)) in ladder.into_iter().enumerate() {
+        let mut r = RunPlan::new(&format!("r{i}"), m, p, g);
+        let (ns, a, b, step) = if i % 2 == 0 { (1000, a1k, b1k, 300_000) } else { (5000, a5k, b5k, 400_000) };
+        r.num_samples = ns;
+        // Equal run counts: the 5000-sample rows win as the most recent (wall time = step).
+        r.evals = vec![(step, "fid".into(), a * f64::powf(g, b), 1.0)];
+        runs.push(r);
+    }
+    let (tmp, root) = tempstore();
+    write_sweep(&root, "mixed", &runs);
+    let mut opts = ReportOptions::new("mixed", tmp.path().join("rep"));
+    opts.bootstrap = 200;
+    let rep = write_report(&root, &opts).unwrap();
+    let s = read_json(&rep.summary_json);
+    let kept = written_fingerprint("fid", 5000);
+    assert_eq!(s["fingerprint"]["id"], kept.id());
+    assert_eq!(s["fingerprint"]["num_samples"], 5000);
+    // The fit is the 5000-sample law exactly, on its three runs.
+    let fit = &s["fits"]["ols"];
+    assert_eq!(fit["n"], 3);
+    assert!((fit["fit"]["b"].as_f64().unwrap() - b5k).abs() < 1e-9, "{fit}");
+    assert!((fit["fit"]["a"].as_f64().unwrap() - a5k).abs() < 1e-9 * a5k, "{fit}");
+    assert_eq!(s["correlations"]["n"], 3);
+    for (i, run) in s["runs"].as_array().unwrap().iter().enumerate() {
+        let id = run["run_id"].as_str().unwrap();
+        let odd = id.trim_start_matches('r').parse::<usize>().unwrap() % 2 == 1;
+        assert_eq!(run["quality"].is_null(), !odd, "run {i}: {run}");
+    }
+    // The note: how many rows and runs, the field that differs with both values, and
+    // the runs left without a value.
+    let notes: Vec<&str> = s["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    let note = notes.iter().find(|n| n.contains("left out")).unwrap_or_else(|| panic!("{notes:?}"));
+    assert!(note.starts_with("3 fid rows of 3 runs left out"), "{note}");
+    assert!(note.contains("num_samples 5000 vs 1000") && !note.contains("reference_hash"), "{note}");
+    assert!(note.contains("r0, r2, r4"), "{note}");
+    let html = std::fs::read_to_string(&rep.html).unwrap();
+    assert!(html.contains("num_samples 5000 vs 1000"), "the notes section names the field");
+
+    // Four runs at 1000 samples, two at 5000 (the more recent): the most runs win.
+    for (i, r) in runs.iter_mut().enumerate() {
+        r.id = format!("q{i}");
+        r.num_samples = if i < 4 { 1000 } else { 5000 };
+        let (a, b, step) = if i < 4 { (a1k, b1k, 300_000) } else { (a5k, b5k, 400_000) };
+        r.evals = vec![(step, "fid".into(), a * f64::powf(r.gflops.unwrap(), b), 1.0)];
+    }
+    write_sweep(&root, "mostly-1k", &runs);
+    let rep = write_report(&root, &ReportOptions::new("mostly-1k", tmp.path().join("rep2"))).unwrap();
+    assert_eq!(rep.summary.fingerprint.as_ref().unwrap().id(), written_fingerprint("fid", 1000).id());
+    let f = rep.summary.fits.ols.fitted().unwrap();
+    assert_eq!(f.n, 4);
+    assert!((f.fit.b - b1k).abs() < 1e-9 && (f.fit.a - a1k).abs() < 1e-9 * a1k, "{:?}", f.fit);
+    assert!(rep.summary.notes.iter().any(|n| n.starts_with("2 fid rows of 2 runs left out") && n.contains("num_samples 1000 vs 5000")));
+}
+
+#[test]
+fn a_curve_over_steps_never_joins_evaluations_made_differently() {
+    // Every run: cheap intermediate evaluations (1000 samples) and a final one with
+    // 50,000 (RunPlan's default). Both ways cover every run; the final one is the most recent and is kept
+    // alone, so no curve mixes the two.
+    let mut runs = Vec::new();
+    for (i, (m, p, g)) in [("DiT-S", 4, 1.41), ("DiT-S", 2, 6.06), ("DiT-B", 2, 23.0)].into_iter().enumerate() {
+        let mut r = RunPlan::new(&format!("r{i}"), m, p, g);
+        r.evals = vec![(400_000, "fid".into(), 100.0 / g, 1.0)];
+        runs.push(r);
+    }
+    let (tmp, root) = tempstore();
+    let mut cheap = runs.clone();
+    for r in &mut cheap {
+        r.num_samples = 1000;
+        r.evals = vec![(100_000, "fid".into(), 300.0, 1.0), (200_000, "fid".into(), 200.0, 1.0)];
+        r.loss_every = 0;
+    }
+    // One store, the two ways written by two writer sessions per run.
+    write_sweep(&root, "curves", &runs);
+    append_evals(&root, &cheap);
+    let rep = write_report(&root, &ReportOptions::new("curves", tmp.path().join("rep"))).unwrap();
+    assert_eq!(rep.summary.fingerprint.as_ref().unwrap().num_samples, 50_000);
+    for r in &rep.summary.runs {
+        assert_eq!((r.quality_evaluations, r.quality_step), (1, Some(400_000)), "{}", r.run_id);
+    }
+    assert!(
+        rep.summary.notes.iter().any(|n| n.starts_with("6 fid rows of 3 runs left out")
+            && n.contains("num_samples 50000 vs 1000")
+            && !n.contains("runs left without")),
+        "{:?}",
+        rep.summary.notes
+    );
+}
+
+/// Appends `runs`' evaluations to runs already in the store (a second writer session).
+fn append_evals(root: &std::path::Path, runs: &[RunPlan]) {
+    let store = ditbench_track::Store::open(root).unwrap();
+    for r in runs {
+        let mut w = store.metric_writer(&r.id).unwrap();
+        for (step, metric, value, cfg) in &r.evals {
+            let mut row = written_fingerprint(metric, r.num_samples);
+            row.cfg_scale = *cfg;
+            w.log_eval(&ditbench_track::EvalRow {
+                step: *step,
+                wall_time: *step as f64,
+                metric: row.metric,
+                value: *value,
+                num_samples: row.num_samples,
+                cfg_scale: row.cfg_scale,
+                sampler: row.sampler,
+                sampling_steps: row.sampling_steps,
+                extractor: row.extractor,
+                extractor_hash: row.extractor_hash,
+                reference_hash: row.reference_hash,
+                cfg_mode: row.cfg_mode,
+                weights: row.weights,
+                vae: row.vae,
+                precision: row.precision,
+            })
+            .unwrap();
+        }
+        w.close().unwrap();
+    }
 }

@@ -21,6 +21,8 @@ pub struct RunPlan {
     pub status: Status,
     /// (step, metric, value, cfg)
     pub evals: Vec<(i64, String, f64, f64)>,
+    /// Samples of every evaluation (part of its fingerprint).
+    pub num_samples: i64,
     /// loss points: every `loss_every` steps up to `steps`
     pub loss_every: i64,
     /// extra metrics logged with the loss
@@ -43,6 +45,7 @@ impl RunPlan {
             steps: 400_000,
             status: Status::Finished,
             evals: vec![],
+            num_samples: 50_000,
             loss_every: 10_000,
             extra_metrics: vec![],
             samples: vec![],
@@ -113,11 +116,17 @@ pub fn write_sweep(root: &Path, sweep: &str, runs: &[RunPlan]) {
                 wall_time: *step as f64,
                 metric: metric.clone(),
                 value: *value,
-                num_samples: 50_000,
+                num_samples: r.num_samples,
                 cfg_scale: *cfg,
                 sampler: "ddpm".into(),
                 sampling_steps: 250,
                 extractor: if metric == "fid" { "inception-v3".into() } else { metric.trim_start_matches("FD_").into() },
+                extractor_hash: Some("00112233445566ff".into()),
+                reference_hash: Some("8899aabbccddeeff".into()),
+                cfg_mode: Some("paper".into()),
+                weights: Some("ema".into()),
+                vae: Some("none".into()),
+                precision: Some("fp32".into()),
             })
             .unwrap();
         }
