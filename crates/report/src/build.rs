@@ -188,6 +188,9 @@ pub struct Summary {
     /// The compute-optimal plan: isoFLOP profiles and `G_opt ∝ C^k` (filled by
     /// `write_report`).
     pub isoflop: crate::isoflop::IsoFlopSection,
+    /// Seed replicates: per configuration mean ± 95 % interval, and the seed noise
+    /// beside the size and patch effects.
+    pub replicates: crate::replicates::ReplicatesSection,
 }
 
 fn paper_entry(model: Option<&str>) -> Option<&'static ditbench_family::PaperEntry> {
@@ -300,6 +303,7 @@ pub fn summarize(data: &SweepData, opts: &ReportOptions) -> Summary {
         notes,
         predictions: Default::default(),
         isoflop: Default::default(),
+        replicates: crate::replicates::replicates(data, opts.step),
     }
 }
 

@@ -33,6 +33,11 @@ pub struct RunInfo {
     pub steps: Option<i64>,
     /// `params.image_size`.
     pub image_size: Option<i64>,
+    /// `params.seed`: runs equal in everything else are replicates (see
+    /// [`crate::replicates`]).
+    pub seed: Option<i64>,
+    /// `params.lr`, part of what makes two runs the same configuration.
+    pub lr: Option<f64>,
     /// The quality metric's evaluations (step, value), ascending, one per step; all
     /// made alike (the sweep's [`SweepData::fingerprint`]).
     pub quality: Vec<(i64, f64)>,
@@ -157,6 +162,8 @@ pub fn load(store: &Path, sweep: &str, metric: Option<&str>) -> Result<SweepData
             batch_size: None,
             steps: None,
             image_size: None,
+            seed: None,
+            lr: None,
             quality: Vec::new(),
             loss: Vec::new(),
             validation: Vec::new(),
@@ -185,6 +192,8 @@ pub fn load(store: &Path, sweep: &str, metric: Option<&str>) -> Result<SweepData
             "batch_size" => r.batch_size = as_int,
             "steps" => r.steps = as_int,
             "image_size" => r.image_size = as_int,
+            "seed" => r.seed = as_int,
+            "lr" => r.lr = num[i].filter(|v| v.is_finite()),
             _ => {}
         }
     }

@@ -201,7 +201,31 @@ impl Page<'_> {
         v.push(fit_line(&format!("Huber (log space, δ = {})", self.opts.huber_delta), &s.fits.huber, &m));
         v.push(fit_line("Paper Table 4, least squares", &s.paper.ols, "FID"));
         v.push(self.prediction_line());
+        v.push(format!("Seeds: {}.", s.replicates.statement));
         v
+    }
+
+    /// Mean ± 95 % interval per configuration with at least two seeds.
+    fn seeds_table(&self) -> Option<Table> {
+        let r = &self.summary.replicates;
+        if r.groups.is_empty() {
+            return None;
+        }
+        let rows = r
+            .groups
+            .iter()
+            .map(|g| {
+                vec![
+                    g.configuration.clone(),
+                    g.n.to_string(),
+                    num(Some(g.mean)),
+                    g.interval.map_or("missing".into(), |i| format!("[{}, {}]", num(Some(i[0])), num(Some(i[1])))),
+                    num(g.sd_ln),
+                ]
+            })
+            .collect();
+        let head = ["configuration", "seeds", &format!("mean {}", self.metric()), "95% interval (Student t)", "sd of ln"];
+        Some(Table { head: head.iter().map(|s| s.to_string()).collect(), rows })
     }
 
     /// The held-out prediction in one sentence.
@@ -457,6 +481,11 @@ impl Page<'_> {
         h.push_str("</section>\n<section id=\"runs\"><h2>This sweep beside the paper</h2>\n");
         h.push_str("<p>Per run, the quality value shown in the figures (at “eval step”); train compute = 3 × Gflops × batch × eval step. The paper columns are Table 4's Gflops and FID-50K for the same preset (256 px, batch 256, 400K steps), where the run's model is one.</p>\n");
         h.push_str(&self.runs_table().html("runs-table"));
+        if let Some(t) = self.seeds_table() {
+            h.push_str("<h3>Seeds</h3>\n");
+            let _ = writeln!(h, "<p>{}</p>", escape_html(&format!("Runs equal in everything but the seed, as one configuration: {}.", self.summary.replicates.statement)));
+            h.push_str(&t.html("seeds-table"));
+        }
         h.push_str("<h3>The paper's Table 4</h3>\n");
         h.push_str(&self.paper_table().html("paper-table"));
         h.push_str("</section>\n<section id=\"samples\"><h2>Samples at each run's last checkpoint</h2>\n");
@@ -519,6 +548,11 @@ impl Page<'_> {
         }
         m.push_str("\n## This sweep beside the paper\n\n");
         m.push_str(&self.runs_table().md());
+        if let Some(t) = self.seeds_table() {
+            m.push_str("\n### Seeds\n\n");
+            let _ = writeln!(m, "{}\n", escape_md(&format!("Runs equal in everything but the seed, as one configuration: {}.", self.summary.replicates.statement)));
+            m.push_str(&t.md());
+        }
         m.push_str("\n### The paper's Table 4\n\n");
         m.push_str(&self.paper_table().md());
         m.push_str("\n## Samples at each run's last checkpoint\n\n");

@@ -36,6 +36,7 @@ mod html;
 pub mod isoflop;
 pub mod plot;
 pub mod predict;
+pub mod replicates;
 pub mod stats;
 
 use std::path::{Path, PathBuf};

@@ -31,6 +31,8 @@ pub struct RunPlan {
     pub samples: Vec<i64>,
     /// params.model (full name); defaults to "<model>/<patch>"
     pub full_model: Option<String>,
+    /// params.seed, written only when set (replicates of one configuration)
+    pub seed: Option<i64>,
 }
 
 impl RunPlan {
@@ -50,6 +52,7 @@ impl RunPlan {
             extra_metrics: vec![],
             samples: vec![],
             full_model: None,
+            seed: None,
         }
     }
 }
@@ -87,17 +90,16 @@ pub fn write_sweep(root: &Path, sweep: &str, runs: &[RunPlan]) {
             })
             .unwrap();
         let full = r.full_model.clone().unwrap_or_else(|| format!("{}/{}", r.model, r.patch));
-        store
-            .set_params(
-                &r.id,
-                &[
-                    ("model", full.into()),
-                    ("batch_size", r.batch.into()),
-                    ("steps", r.steps.into()),
-                    ("image_size", 256i64.into()),
-                ],
-            )
-            .unwrap();
+        let mut params: Vec<(&str, ditbench_track::ParamValue)> = vec![
+            ("model", full.into()),
+            ("batch_size", r.batch.into()),
+            ("steps", r.steps.into()),
+            ("image_size", 256i64.into()),
+        ];
+        if let Some(seed) = r.seed {
+            params.push(("seed", seed.into()));
+        }
+        store.set_params(&r.id, &params).unwrap();
         store.set_status(&r.id, &StatusChange::new(Status::Running)).unwrap();
         let mut w = store.metric_writer(&r.id).unwrap();
         if r.loss_every > 0 {
