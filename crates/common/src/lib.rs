@@ -70,6 +70,25 @@ impl SplitMix64 {
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
+
+    /// An index in `0..n` (Lemire's multiply-shift without rejection: the bias is below
+    /// n / 2^64), what every bootstrap resample draws.
+    #[inline]
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted data, linearly interpolated (numpy's default
+/// method); NaN for no data. Bootstrap percentile intervals are made of it.
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 /// A deterministic seed for draw `step` of a stream seeded with `seed` (the SplitMix64
@@ -218,6 +237,26 @@ pub mod exit {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quantiles_match_numpys_linear_method() {
+        // numpy.quantile([1, 2, 3, 4], [0, 0.25, 0.5, 0.9, 1]) = [1, 1.75, 2.5, 3.7, 4]
+        let v = [1.0, 2.0, 3.0, 4.0];
+        for (q, want) in [(0.0, 1.0), (0.25, 1.75), (0.5, 2.5), (0.9, 3.7), (1.0, 4.0)] {
+            assert!((super::quantile_sorted(&v, q) - want).abs() < 1e-12, "q = {q}");
+        }
+        assert!(super::quantile_sorted(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn below_stays_in_range_and_reaches_every_index() {
+        let mut rng = super::SplitMix64::new(1);
+        let mut seen = [0usize; 7];
+        for _ in 0..7000 {
+            seen[rng.below(7)] += 1;
+        }
+        assert!(seen.iter().all(|&c| (800..1200).contains(&c)), "{seen:?}");
+    }
+
     use super::*;
 
     #[test]

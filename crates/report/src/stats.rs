@@ -303,23 +303,7 @@ pub struct FitWithCi {
     pub band: Vec<(f64, f64, f64)>,
 }
 
-/// A resampling index in `0..n` (Lemire's multiply-shift, without rejection: the bias
-/// is below n / 2^64). The bootstrap draws from SplitMix64 (ditbench-common), so that
-/// its intervals are reproducible across machines and versions.
-fn below(rng: &mut SplitMix64, n: usize) -> usize {
-    ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize
-}
-
-/// The `q`-quantile (0..=1) of sorted data, linearly interpolated (numpy's default).
-pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
+pub use ditbench_common::quantile_sorted;
 
 /// Fits `y = a · x^b` and bootstraps it: `resamples` resamples of the points with
 /// replacement (seeded), refitted with the same method; percentile intervals at
@@ -343,7 +327,7 @@ pub fn fit_with_bootstrap(
     let mut skipped = 0;
     for _ in 0..resamples {
         for k in 0..n {
-            let i = below(&mut rng, n);
+            let i = rng.below(n);
             u[k] = lx[i];
             v[k] = ly[i];
         }

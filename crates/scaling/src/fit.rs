@@ -7,7 +7,7 @@ use ditbench_common::SplitMix64;
 use crate::engine::{at_edge, Data, Eval, Profile, EXPONENT_MAX, EXPONENT_MIN};
 use crate::error::{FitError, MIN_GROUPS};
 use crate::law::{Fit, FitOptions, Form, Interval, ParamIntervals, Params, Point, Prediction};
-use crate::util::{below, percentile_interval, robust_scale};
+use crate::util::{percentile_interval, robust_scale};
 
 /// Domain tags of the counter-based random streams (so they never coincide).
 const TAG_BOOTSTRAP: u64 = 0x5CA1_0B00_7000_0001;
@@ -335,7 +335,7 @@ fn bootstrap(
         let mut rng = SplitMix64::from_key(&[TAG_BOOTSTRAP, opts.seed, r as u64]);
         let mut m = vec![0.0; points.len()];
         for _ in 0..groups.len() {
-            for &i in &groups[below(&mut rng, groups.len())] {
+            for &i in &groups[rng.below(groups.len())] {
                 m[i] += 1.0;
             }
         }
@@ -416,7 +416,7 @@ impl Fit {
                 let r = if n == 0 {
                     0.0
                 } else {
-                    self.log_residuals[below(&mut rng, n)]
+                    self.log_residuals[rng.below(n)]
                 };
                 draws.push(law * (-kappa * r).exp());
             }

@@ -10,7 +10,7 @@ use crate::engine::solve_small;
 use crate::error::FitError;
 use crate::fit::check_options;
 use crate::law::{FitOptions, Interval};
-use crate::util::{below, line, percentile_interval};
+use crate::util::{line, percentile_interval};
 
 const TAG_PARABOLA: u64 = 0x5CA1_0B00_7000_0003;
 
@@ -205,7 +205,7 @@ pub fn parabola_scaling(
         for ((_, members), groups) in budgets.iter().zip(&strata) {
             let mut w = vec![0.0; members.len()];
             for _ in 0..groups.len() {
-                for &k in &groups[below(&mut rng, groups.len())] {
+                for &k in &groups[rng.below(groups.len())] {
                     w[k] += 1.0;
                 }
             }

@@ -1,25 +1,8 @@
 //! Small statistics helpers.
 
-use ditbench_common::SplitMix64;
+use ditbench_common::quantile_sorted;
 
 use crate::law::Interval;
-
-/// A resampling index in `0..n` (Lemire's multiply-shift without rejection: the bias
-/// is below n / 2^64).
-pub(crate) fn below(rng: &mut SplitMix64, n: usize) -> usize {
-    ((u128::from(rng.next_u64()) * n as u128) >> 64) as usize
-}
-
-/// The `q`-quantile (0..=1) of sorted data, linearly interpolated (numpy's default).
-pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
 
 /// The central percentile interval at `level`.
 pub(crate) fn percentile_interval(mut v: Vec<f64>, level: f64) -> Interval {
