@@ -119,6 +119,24 @@ pub fn run_report_to(store: &Path, args: &ReportArgs, out: &mut dyn Write) -> an
             }
         }
     }
+    match (&s.predictions.held_out, &s.predictions.not_made) {
+        (Some(h), _) => {
+            let f = |sc: &ditbench_track::Score| match sc.median_abs_log_error {
+                Some(m) => format!("median |ln error| {m:.3}, {}/{} inside the {:.0}% interval", sc.inside, sc.checked, h.level * 100.0),
+                None => format!("{} pending", sc.pending),
+            };
+            writeln!(
+                out,
+                "held-out prediction ({}; fitted on {} runs): last steps {}; all evaluations {}",
+                h.hold_out,
+                h.fitted_on.len(),
+                f(&h.final_score),
+                f(&h.score)
+            )?;
+        }
+        (None, Some(why)) => writeln!(out, "held-out prediction: none ({why})")?,
+        (None, None) => {}
+    }
     for m in &s.missing {
         writeln!(out, "missing: {m}")?;
     }

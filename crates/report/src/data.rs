@@ -121,7 +121,8 @@ pub fn size_of(model: &str) -> Option<String> {
     Some(size.to_string())
 }
 
-fn size_rank(s: Option<&str>) -> usize {
+/// S < B < L < XL, then anything else: the order of the paper's tables.
+pub(crate) fn size_rank(s: Option<&str>) -> usize {
     match s {
         Some("S") => 0,
         Some("B") => 1,

@@ -31,7 +31,7 @@ use ditbench_track::{Check, PredictionRecord, Target};
 use polars::prelude::*;
 use polars::sql::SQLContext;
 
-use crate::data::SweepData;
+use crate::data::{size_rank, SweepData};
 use crate::ReportError;
 
 /// The rows to hold out.
@@ -69,11 +69,11 @@ impl HoldOut {
     fn sql(&self, data: &SweepData) -> Result<String, ReportError> {
         Ok(match self {
             HoldOut::LargestSize => {
-                let sizes: BTreeSet<usize> = data.runs.iter().filter_map(|r| r.size.as_deref().map(size_rank)).collect();
-                let Some(&top) = sizes.iter().next_back() else {
+                let known = |r: &&crate::data::RunInfo| size_rank(r.size.as_deref()) < 4;
+                let Some(top) = data.runs.iter().filter(known).max_by_key(|r| size_rank(r.size.as_deref())) else {
                     return Err(ReportError::Predict("largest-size: no run of the sweep has a known size (S, B, L, XL)".into()));
                 };
-                format!("size = '{}'", SIZES[top])
+                format!("size = '{}'", top.size.as_deref().expect("known size"))
             }
             HoldOut::LargestGflops => {
                 let max = data.runs.iter().filter_map(|r| r.gflops).fold(f64::NAN, f64::max);
@@ -90,11 +90,6 @@ impl HoldOut {
     }
 }
 
-const SIZES: [&str; 4] = ["S", "B", "L", "XL"];
-
-fn size_rank(s: &str) -> usize {
-    SIZES.iter().position(|x| *x == s).unwrap_or(0)
-}
 
 /// What to predict and how.
 #[derive(Debug, Clone)]
@@ -536,8 +531,9 @@ pub struct PredictionsSection {
 }
 
 impl ReportPrediction {
-    fn new(rec: &PredictionRecord, rows: &[PointRow]) -> Self {
-        let final_of = |t: &Target| rows.iter().any(|r| r.run_id == t.run_id && r.step == t.step && r.final_step);
+    fn new(rec: &PredictionRecord, data: &SweepData) -> Self {
+        // A target at its run's planned last step (as `points` marks `final_step`).
+        let final_of = |t: &Target| data.runs.iter().any(|r| r.id == t.run_id && r.steps == Some(t.step));
         let targets = rec
             .targets
             .iter()
@@ -595,8 +591,7 @@ pub fn report_section(
         .collect();
     let made = match predict(data, opts, "ditbench report", 0.0) {
         Ok((rec, fit)) => {
-            let (_, rows, _) = points(data)?;
-            section.held_out = Some(ReportPrediction::new(&rec, &rows));
+            section.held_out = Some(ReportPrediction::new(&rec, data));
             Some((rec, fit))
         }
         Err(ReportError::Predict(why)) => {
